@@ -1,0 +1,64 @@
+"""SMTP commands as values that render their own wire bytes (RFC 5321 4.1)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from mxsend.protocol._errors import LocalProtocolError
+
+__all__ = ["MAX_AUTH_LINE_LENGTH", "MAX_COMMAND_LINE_LENGTH", "Command", "Verb"]
+
+# RFC 5321 4.5.3.1.4: 512 octets, plus room for the parameters of extensions (RFC 1869 4.1.2
+# allows each MAIL/RCPT extension to add to it).
+MAX_COMMAND_LINE_LENGTH = 2048
+# RFC 4954 4: AUTH lines (with initial response) may be up to 12288 octets.
+MAX_AUTH_LINE_LENGTH = 12288
+
+
+class Verb(enum.Enum):
+    """What a reply answers; also the key of each queued expectation."""
+
+    GREETING = "greeting"
+    EHLO = "EHLO"
+    HELO = "HELO"
+    STARTTLS = "STARTTLS"
+    AUTH = "AUTH"
+    MAIL = "MAIL"
+    RCPT = "RCPT"
+    DATA = "DATA"
+    DOT = "."
+    BDAT = "BDAT"
+    RSET = "RSET"
+    NOOP = "NOOP"
+    QUIT = "QUIT"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """``verb [argument] [params...]`` CRLF. ``sensitive`` lines are redacted in traces."""
+
+    verb: Verb
+    argument: str = ""
+    params: tuple[str, ...] = ()
+    sensitive: bool = False
+
+    def to_bytes(self) -> bytes:
+        words = [] if self.verb is Verb.AUTH and not self.argument else [self.verb.value]
+        if self.argument:
+            words.append(self.argument)
+        words.extend(self.params)
+        line = " ".join(words).encode("utf-8")
+        # Defence in depth: values are validated where they are made, but no command line may
+        # ever carry a line break or NUL (that is how commands get injected).
+        if b"\r" in line or b"\n" in line or b"\0" in line:
+            raise LocalProtocolError(f"refusing to send {self.verb.value} with CR, LF or NUL")
+        limit = MAX_AUTH_LINE_LENGTH if self.verb is Verb.AUTH else MAX_COMMAND_LINE_LENGTH
+        if len(line) + 2 > limit:
+            raise LocalProtocolError(f"{self.verb.value} line longer than {limit} octets")
+        return line + b"\r\n"
+
+    def for_trace(self) -> str:
+        if self.sensitive:
+            return f"AUTH {self.argument} <redacted>" if self.argument else "<redacted>"
+        return self.to_bytes().decode("utf-8").rstrip("\r\n")

@@ -1,0 +1,155 @@
+"""Message content on the wire: canonical line endings and DATA transparency.
+
+RFC 5321 2.3.8 and 4.5.2; SMTP smuggling (CVE-2023-51764/51765/51766). Every CRLF, bare LF
+and bare CR becomes CRLF, so no receiver can find an end-of-data sequence of its own making;
+with DATA every line starting with ``.`` is stuffed, including the first line and lines that
+start at a chunk boundary (state is carried from chunk to chunk); content ends with CRLF
+before the final ``.`` CRLF. With BDAT (RFC 3030) nothing is stuffed but line endings are
+still made canonical, so the bytes a signature covers are the bytes sent.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from mxsend.protocol._errors import LineTooLongError
+
+__all__ = ["MAX_LINE_OCTETS", "BodyEncoder", "BodyInfo", "LinePolicy", "scan_body"]
+
+# RFC 5322 2.1.1 and RFC 5321 4.5.3.1.6: 998 octets before the CRLF.
+MAX_LINE_OCTETS = 998
+
+
+class LinePolicy(enum.Enum):
+    """What to do with a line over :data:`MAX_LINE_OCTETS`."""
+
+    REJECT = "reject"  #: raise LineTooLongError
+    FOLD = "fold"  #: insert CRLF SP, as Postfix's smtp_line_length_limit does
+    ALLOW = "allow"  #: send as is; for scanning, or for a receiver known to take them
+
+
+@dataclass(frozen=True, slots=True)
+class BodyInfo:
+    """What :func:`scan_body` learned: canonical size (RFC 1870: CRLF line endings, no
+    stuffing), whether any octet is 8-bit, and how many lines are over 998 octets."""
+
+    size: int
+    eight_bit: bool
+    long_lines: int
+
+
+class BodyEncoder:
+    """Encodes message content chunk by chunk; :meth:`finish` ends it.
+
+    The attributes ``size``, ``eight_bit`` and ``long_lines`` describe the content seen so far.
+    """
+
+    __slots__ = (
+        "_at_line_start",
+        "_counted",
+        "_cr_pending",
+        "_dot_stuff",
+        "_line_length",
+        "_policy",
+        "eight_bit",
+        "long_lines",
+        "size",
+    )
+
+    def __init__(self, *, dot_stuff: bool = True, line_policy: LinePolicy = LinePolicy.REJECT):
+        self._dot_stuff = dot_stuff
+        self._policy = line_policy
+        self._cr_pending = False
+        self._at_line_start = True
+        self._line_length = 0
+        self._counted = False  # the current line was already counted as long
+        self.size = 0
+        self.eight_bit = False
+        self.long_lines = 0
+
+    def encode(self, chunk: bytes) -> bytes:
+        """Return the wire bytes for ``chunk`` (possibly fewer: a final CR waits for its LF)."""
+        if self._cr_pending:
+            chunk = b"\r" + chunk
+            self._cr_pending = False
+        if chunk[-1:] == b"\r":
+            chunk = chunk[:-1]
+            self._cr_pending = True
+        if not chunk:
+            return b""
+        text = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in chunk else chunk
+        if not self.eight_bit and not text.isascii():
+            self.eight_bit = True
+        text = self._check_lines(text)
+        out = text.replace(b"\n", b"\r\n")
+        self.size += len(out)
+        if self._dot_stuff:
+            if self._at_line_start and out[:1] == b".":
+                out = b"." + out
+            out = out.replace(b"\n.", b"\n..")
+        self._at_line_start = text[-1:] == b"\n"
+        return out
+
+    def finish(self) -> bytes:
+        """End the content: a final CRLF if the last line lacks one, then ``.`` CRLF for DATA."""
+        tail = b""
+        if self._cr_pending or not self._at_line_start:
+            self._cr_pending = False
+            self._at_line_start = True
+            self._line_length = 0
+            self.size += 2
+            tail = b"\r\n"
+        return tail + b".\r\n" if self._dot_stuff else tail
+
+    def _check_lines(self, text: bytes) -> bytes:
+        """Count (and under FOLD, break) lines over 998 octets; lines may span chunks."""
+        if self._line_length + len(text) <= MAX_LINE_OCTETS:
+            # Fast path: no line in this chunk can be too long.
+            last_newline = text.rfind(b"\n")
+            if last_newline >= 0:
+                self._line_length = len(text) - last_newline - 1
+                self._counted = False
+            else:
+                self._line_length += len(text)
+            return text
+        lines = text.split(b"\n")
+        carried = self._line_length
+        lengths = [len(line) for line in lines]
+        lengths[0] += carried
+        over = [i for i, length in enumerate(lengths) if length > MAX_LINE_OCTETS]
+        if over:
+            # A line already counted in an earlier chunk is not counted again.
+            self.long_lines += len(over) - (over[0] == 0 and self._counted)
+            if self._policy is LinePolicy.REJECT:
+                raise LineTooLongError(f"message has a line longer than {MAX_LINE_OCTETS} octets")
+            if self._policy is LinePolicy.FOLD:
+                for i in over:
+                    lines[i] = _fold(lines[i], carried if i == 0 else 0)
+                text = b"\n".join(lines)
+        last = len(lines) - 1
+        self._counted = last in over or (last == 0 and self._counted)
+        last_newline = text.rfind(b"\n")
+        self._line_length = len(text) - last_newline - 1 + (carried if last_newline < 0 else 0)
+        return text
+
+
+def _fold(line: bytes, carried: int) -> bytes:
+    """Break ``line`` with LF SP so no piece, with ``carried`` octets before it, passes 998."""
+    pieces = []
+    room = MAX_LINE_OCTETS - carried
+    pos = 0
+    while len(line) - pos > room:
+        pieces.append(line[pos : pos + room])
+        pos += room
+        room = MAX_LINE_OCTETS - 1  # the continuation starts with the inserted space
+    pieces.append(line[pos:])
+    return b"\n ".join(pieces)
+
+
+def scan_body(data: bytes) -> BodyInfo:
+    """Describe ``data`` as it will be sent: size for SIZE, 8-bit for BODY, long lines."""
+    encoder = BodyEncoder(dot_stuff=False, line_policy=LinePolicy.ALLOW)
+    encoder.encode(data)
+    encoder.finish()
+    return BodyInfo(encoder.size, encoder.eight_bit, encoder.long_lines)

@@ -1,0 +1,151 @@
+"""Events the connection reports, and the per-transaction and per-recipient results."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from mxsend.protocol._address import Address
+from mxsend.protocol._capabilities import Capabilities
+from mxsend.protocol._options import Envelope
+from mxsend.protocol._reply import Reply
+
+__all__ = [
+    "Authenticated",
+    "AuthenticationFailed",
+    "BodyRequested",
+    "Closed",
+    "Event",
+    "Greeted",
+    "Ready",
+    "RecipientResult",
+    "ServerClosing",
+    "SessionRefused",
+    "Status",
+    "TLSRefused",
+    "TLSRequested",
+    "TransactionCompleted",
+    "TransactionResult",
+]
+
+
+class Status(enum.Enum):
+    """A recipient's outcome. DEFERRED is worth retrying; FAILED is final."""
+
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+
+    @classmethod
+    def of(cls, reply: Reply) -> Status:
+        if reply.is_positive:
+            return cls.DELIVERED
+        return cls.FAILED if reply.is_permanent else cls.DEFERRED
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientResult:
+    """One recipient's outcome and the reply that decided it. ``outcome_unknown`` is set when
+    the connection was lost after the end of data and before its reply (RFC 1047): the
+    message may have been delivered; a retry may duplicate it."""
+
+    recipient: Address
+    status: Status
+    reply: Reply
+    outcome_unknown: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionResult:
+    """The outcome of one MAIL transaction. ``dropped`` lists the parameters not sent
+    because the server lacks the extension and the caller only preferred them."""
+
+    transaction_id: int
+    envelope: Envelope
+    recipients: tuple[RecipientResult, ...]
+    mail_reply: Reply | None
+    final_reply: Reply | None
+    dropped: tuple[str, ...] = ()
+
+    def with_status(self, status: Status) -> tuple[RecipientResult, ...]:
+        return tuple(r for r in self.recipients if r.status is status)
+
+
+@dataclass(frozen=True, slots=True)
+class Greeted:
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRefused:
+    """The greeting or EHLO/HELO was refused; QUIT has been sent."""
+
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """EHLO (or HELO) succeeded; transactions, STARTTLS and AUTH may start."""
+
+    capabilities: Capabilities
+    reply: Reply
+    encrypted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TLSRequested:
+    """The server accepted STARTTLS: start TLS now, then call ``tls_established()``."""
+
+
+@dataclass(frozen=True, slots=True)
+class TLSRefused:
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticationFailed:
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class BodyRequested:
+    """Send the transaction's content with ``send_body()`` and ``end_body()``."""
+
+    transaction_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionCompleted:
+    result: TransactionResult
+
+
+@dataclass(frozen=True, slots=True)
+class ServerClosing:
+    """421: the server is closing the channel (RFC 5321 3.8). Close the connection."""
+
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The session is over (QUIT answered, or the connection was lost)."""
+
+
+Event = (
+    Greeted
+    | SessionRefused
+    | Ready
+    | TLSRequested
+    | TLSRefused
+    | Authenticated
+    | AuthenticationFailed
+    | BodyRequested
+    | TransactionCompleted
+    | ServerClosing
+    | Closed
+)

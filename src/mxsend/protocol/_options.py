@@ -1,0 +1,177 @@
+"""Envelope values and their ESMTP parameters: SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8
+(RFC 6531), DSN RET/ENVID/NOTIFY/ORCPT (RFC 3461, RFC 6533), REQUIRETLS (RFC 8689)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from mxsend.protocol._address import Address
+from mxsend.protocol._errors import ParameterError
+
+__all__ = [
+    "MAX_ENVID_LENGTH",
+    "Body",
+    "Envelope",
+    "MailOptions",
+    "Notify",
+    "RcptOptions",
+    "Recipient",
+    "Ret",
+    "xtext",
+]
+
+# RFC 3461 4.4: "The ENVID ... MUST NOT be longer than 100 characters".
+MAX_ENVID_LENGTH = 100
+
+
+class Body(enum.Enum):
+    """The BODY parameter (RFC 6152)."""
+
+    SEVEN_BIT = "7BIT"
+    EIGHT_BIT_MIME = "8BITMIME"
+
+
+class Ret(enum.Enum):
+    """What a failure DSN returns (RFC 3461 4.3)."""
+
+    FULL = "FULL"
+    HDRS = "HDRS"
+
+
+class Notify(enum.Enum):
+    """When the recipient's server sends a DSN (RFC 3461 4.1)."""
+
+    NEVER = "NEVER"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    DELAY = "DELAY"
+
+
+def xtext(text: str) -> str:
+    """RFC 3461 4: encode ``+``, ``=`` and anything outside ``!``..``~`` as ``+XX``."""
+    out = []
+    for byte in text.encode("utf-8"):
+        if 33 <= byte <= 126 and byte not in (0x2B, 0x3D):
+            out.append(chr(byte))
+        else:
+            out.append(f"+{byte:02X}")
+    return "".join(out)
+
+
+def _utf8_addr_xtext(text: str) -> str:
+    # RFC 6533 3: QCHAR stays; everything else becomes \x{HEXPOINT}.
+    out = []
+    for char in text:
+        point = ord(char)
+        if 33 <= point <= 126 and char not in "+=\\":
+            out.append(char)
+        else:
+            out.append(f"\\x{{{point:X}}}")
+    return "".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class MailOptions:
+    """Parameters of MAIL FROM.
+
+    ``size`` and ``body`` describe the message (see :func:`mxsend.protocol.scan_body`); BODY=
+    8BITMIME and SMTPUTF8 are requirements, so a server without them refuses the transaction
+    locally. RET and ENVID, like NOTIFY and ORCPT, are dropped (and the drop recorded) when the
+    server lacks DSN, unless ``require_dsn`` is set. ``requiretls`` is always a requirement.
+    """
+
+    size: int | None = None
+    body: Body | None = None
+    smtputf8: bool = False
+    ret: Ret | None = None
+    envid: str | None = None
+    requiretls: bool = False
+    require_dsn: bool = False
+
+    def __post_init__(self) -> None:
+        if self.size is not None and self.size < 0:
+            raise ParameterError("SIZE must not be negative")
+        if self.envid is not None:
+            if not self.envid or len(self.envid) > MAX_ENVID_LENGTH:
+                raise ParameterError(f"ENVID must have 1 to {MAX_ENVID_LENGTH} characters")
+            if not all(32 <= ord(c) < 127 for c in self.envid):
+                raise ParameterError("ENVID must be printable ASCII (RFC 3461 4.4)")
+
+    @property
+    def wants_dsn(self) -> bool:
+        return self.ret is not None or self.envid is not None
+
+
+@dataclass(frozen=True, slots=True)
+class RcptOptions:
+    """Parameters of RCPT TO: DSN NOTIFY and ORCPT (RFC 3461 4.1, 4.2)."""
+
+    notify: frozenset[Notify] = frozenset()
+    orcpt: str | None = None
+
+    def __post_init__(self) -> None:
+        if Notify.NEVER in self.notify and len(self.notify) > 1:
+            raise ParameterError("NOTIFY=NEVER cannot be combined with other values")
+        if self.orcpt is not None:
+            Address.parse(self.orcpt)
+
+    @property
+    def wants_dsn(self) -> bool:
+        return bool(self.notify) or self.orcpt is not None
+
+    def parameters(self) -> tuple[str, ...]:
+        """The RCPT parameters, in a stable order."""
+        params = []
+        if self.notify:
+            order = [n for n in Notify if n in self.notify]
+            params.append("NOTIFY=" + ",".join(n.value for n in order))
+        if self.orcpt is not None:
+            if self.orcpt.isascii():
+                params.append("ORCPT=rfc822;" + xtext(self.orcpt))
+            else:
+                params.append("ORCPT=utf-8;" + _utf8_addr_xtext(self.orcpt))
+        return tuple(params)
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    address: Address
+    options: RcptOptions = field(default_factory=RcptOptions)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The sender (None for the null path ``<>``, used by bounces), recipients and options."""
+
+    sender: Address | None
+    recipients: tuple[Recipient, ...]
+    options: MailOptions = field(default_factory=MailOptions)
+
+    def __post_init__(self) -> None:
+        if not self.recipients:
+            raise ParameterError("an envelope needs at least one recipient")
+
+    @classmethod
+    def build(
+        cls,
+        sender: str | None,
+        recipients: Iterable[str],
+        options: MailOptions | None = None,
+        rcpt_options: RcptOptions | None = None,
+    ) -> Envelope:
+        """Validate addresses given as text; ``sender`` of None or ``""`` is the null path."""
+        each = rcpt_options or RcptOptions()
+        return cls(
+            Address.parse(sender) if sender else None,
+            tuple(Recipient(Address.parse(r), each) for r in recipients),
+            options or MailOptions(),
+        )
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        """True when an address (or ORCPT) has a UTF-8 local part (RFC 6531)."""
+        if self.options.smtputf8 or (self.sender is not None and self.sender.needs_smtputf8):
+            return True
+        return any(r.address.needs_smtputf8 for r in self.recipients)

@@ -1,0 +1,185 @@
+"""SMTP replies: the value type and a strict, incremental, bounded parser (RFC 5321 4.2)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from mxsend.protocol._errors import RemoteProtocolError
+
+__all__ = [
+    "MAX_LINE_LENGTH",
+    "MAX_REPLY_BYTES",
+    "MAX_REPLY_LINES",
+    "EnhancedStatus",
+    "Reply",
+    "ReplyParser",
+]
+
+# RFC 5321 4.5.3.1.5 sets 512 octets for a reply line; real servers send longer text, so allow
+# 16 times that and no more: a server cannot make us hold an unbounded line.
+MAX_LINE_LENGTH = 8192
+# An EHLO reply is the longest legitimate one and rarely passes 30 lines.
+MAX_REPLY_LINES = 128
+# All lines of one reply together, so 128 long lines cannot pin 1 MiB either.
+MAX_REPLY_BYTES = 32768
+
+_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
+_CODE_FIRST = frozenset(b"2345")
+_CODE_SECOND = frozenset(b"012345")
+_DIGITS = frozenset(b"0123456789")
+
+
+@dataclass(frozen=True, slots=True)
+class EnhancedStatus:
+    """An RFC 3463 enhanced status code, ``class.subject.detail``."""
+
+    klass: int
+    subject: int
+    detail: int
+
+    def __str__(self) -> str:
+        return f"{self.klass}.{self.subject}.{self.detail}"
+
+    @classmethod
+    def parse(cls, text: str) -> EnhancedStatus | None:
+        """The code at the start of ``text``, or None when there is none."""
+        match = _ENHANCED.match(text)
+        if match is None:
+            return None
+        return cls(int(match[1]), int(match[2]), int(match[3]))
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One complete SMTP reply.
+
+    ``lines`` holds the text of each line after the code and separator, exactly as sent (decoded
+    as UTF-8, undecodable bytes replaced). ``local`` marks a reply mxsend made up to report an
+    outcome no server gave, such as a lost connection (RFC 5321 3.8: counted as 451).
+    """
+
+    code: int
+    lines: tuple[str, ...]
+    enhanced: EnhancedStatus | None = None
+    local: bool = False
+
+    @classmethod
+    def synthesized(cls, code: int, enhanced: str, text: str) -> Reply:
+        """A reply made up by mxsend, e.g. ``Reply.synthesized(451, "4.4.2", "lost")``."""
+        return cls(code, (f"{enhanced} {text}",), EnhancedStatus.parse(enhanced), local=True)
+
+    @property
+    def is_positive(self) -> bool:
+        return 200 <= self.code < 300
+
+    @property
+    def is_intermediate(self) -> bool:
+        return 300 <= self.code < 400
+
+    @property
+    def is_transient(self) -> bool:
+        return 400 <= self.code < 500
+
+    @property
+    def is_permanent(self) -> bool:
+        return self.code >= 500
+
+    @property
+    def text(self) -> str:
+        """All lines joined by a newline."""
+        return "\n".join(self.lines)
+
+    def __str__(self) -> str:
+        return f"{self.code} {' / '.join(self.lines)}".rstrip()
+
+
+class ReplyParser:
+    """Turns received bytes into replies, strictly (RFC 5321 4.2).
+
+    Each line is three digits (first 2-5, second 0-5), then SP, ``-`` or the end of the line;
+    every line of a reply has the same code. Lines end with CRLF; a bare LF is tolerated. Any
+    other input raises :class:`RemoteProtocolError`, and nothing else is ever raised. Memory is
+    bounded by the ``MAX_*`` limits whatever the server sends.
+    """
+
+    __slots__ = ("_buffer", "_code", "_lines", "_pos", "_size", "enhanced_status_codes")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._pos = 0
+        self._code = 0
+        self._lines: list[str] = []
+        self._size = 0
+        #: Parse RFC 3463 codes from reply text; set once the server advertises
+        #: ENHANCEDSTATUSCODES (RFC 2034).
+        self.enhanced_status_codes = False
+
+    def feed(self, data: bytes) -> None:
+        """Add received bytes; parse them with :meth:`next_reply`."""
+        if self._pos and self._pos == len(self._buffer):
+            self._buffer.clear()
+            self._pos = 0
+        self._buffer += data
+
+    @property
+    def pending(self) -> int:
+        """Bytes received and not yet returned as part of a complete reply."""
+        return len(self._buffer) - self._pos + self._size
+
+    def next_reply(self) -> Reply | None:
+        """The next complete reply, or None until more bytes arrive."""
+        buffer = self._buffer
+        while True:
+            end = buffer.find(b"\n", self._pos)
+            if end < 0:
+                if len(buffer) - self._pos >= MAX_LINE_LENGTH:
+                    raise RemoteProtocolError(f"reply line longer than {MAX_LINE_LENGTH} octets")
+                self._compact()
+                return None
+            start = self._pos
+            if end + 1 - start > MAX_LINE_LENGTH:
+                raise RemoteProtocolError(f"reply line longer than {MAX_LINE_LENGTH} octets")
+            self._pos = end + 1
+            stop = end - 1 if end > start and buffer[end - 1] == 0x0D else end
+            reply = self._line(bytes(buffer[start:stop]))
+            if reply is not None:
+                return reply
+
+    def _compact(self) -> None:
+        if self._pos:
+            del self._buffer[: self._pos]
+            self._pos = 0
+
+    def _line(self, line: bytes) -> Reply | None:
+        if (
+            len(line) < 3
+            or line[0] not in _CODE_FIRST
+            or line[1] not in _CODE_SECOND
+            or line[2] not in _DIGITS
+        ):
+            raise RemoteProtocolError(f"malformed reply line {line[:40]!r}")
+        separator = line[3:4]
+        if separator not in (b" ", b"-", b""):
+            raise RemoteProtocolError(f"malformed reply line {line[:40]!r}")
+        code = (line[0] - 48) * 100 + (line[1] - 48) * 10 + (line[2] - 48)
+        if self._lines and code != self._code:
+            raise RemoteProtocolError(f"reply code changed from {self._code} to {code} mid-reply")
+        self._code = code
+        self._size += len(line) + 2
+        if len(self._lines) >= MAX_REPLY_LINES or self._size > MAX_REPLY_BYTES:
+            raise RemoteProtocolError(
+                f"reply longer than {MAX_REPLY_LINES} lines or {MAX_REPLY_BYTES} octets"
+            )
+        self._lines.append(line[4:].decode("utf-8", "replace"))
+        if separator == b"-":
+            return None
+        lines = tuple(self._lines)
+        self._lines.clear()
+        self._size = 0
+        enhanced = None
+        if self.enhanced_status_codes:
+            enhanced = EnhancedStatus.parse(lines[0])
+            if enhanced is not None and enhanced.klass != code // 100:
+                enhanced = None
+        return Reply(code, lines, enhanced)

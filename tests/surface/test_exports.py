@@ -1,0 +1,89 @@
+"""The public names of mxsend.protocol: a change here is an API change."""
+
+from __future__ import annotations
+
+import mxsend.protocol
+import mxsend.testing
+
+EXPECTED = {
+    "MAX_AUTH_ROUNDS",
+    "MAX_DOMAIN_LENGTH",
+    "MAX_LINE_LENGTH",
+    "MAX_LINE_OCTETS",
+    "MAX_LOCAL_PART_LENGTH",
+    "MAX_PATH_LENGTH",
+    "MAX_REPLY_BYTES",
+    "MAX_REPLY_LINES",
+    "Address",
+    "AddressError",
+    "Authenticated",
+    "AuthenticationError",
+    "AuthenticationFailed",
+    "Body",
+    "BodyEncoder",
+    "BodyInfo",
+    "BodyRequested",
+    "Capabilities",
+    "CleartextAuthError",
+    "ClientConfig",
+    "ClientConnection",
+    "Closed",
+    "CramMD5",
+    "EnhancedStatus",
+    "Envelope",
+    "Event",
+    "ExtensionRequiredError",
+    "Greeted",
+    "LinePolicy",
+    "LineTooLongError",
+    "LocalProtocolError",
+    "Login",
+    "MailOptions",
+    "Mechanism",
+    "Message",
+    "MessageTooLargeError",
+    "MxsendError",
+    "Notify",
+    "ParameterError",
+    "Plain",
+    "ProtocolError",
+    "RcptOptions",
+    "Ready",
+    "Recipient",
+    "RecipientResult",
+    "RemoteProtocolError",
+    "Reply",
+    "ReplyParser",
+    "ResponseInjectionError",
+    "Ret",
+    "ScramSHA256",
+    "ServerClosing",
+    "SessionDriver",
+    "SessionRefused",
+    "State",
+    "Status",
+    "TLSRefused",
+    "TLSRequested",
+    "Trace",
+    "TransactionCompleted",
+    "TransactionResult",
+    "XOAuth2",
+    "scan_body",
+    "validate_domain",
+    "xtext",
+}
+
+
+def test_protocol_exports() -> None:
+    assert set(mxsend.protocol.__all__) == EXPECTED
+    for name in EXPECTED:
+        assert getattr(mxsend.protocol, name) is not None
+
+
+def test_testing_exports() -> None:
+    assert set(mxsend.testing.__all__) == {
+        "DEFAULT_EXTENSIONS",
+        "FakeServer",
+        "ReceivedMessage",
+        "converse",
+    }
