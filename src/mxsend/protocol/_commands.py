@@ -19,6 +19,9 @@ MAX_AUTH_LINE_LENGTH = 12288
 class Verb(enum.Enum):
     """What a reply answers; also the key of each queued expectation."""
 
+    # Members are singletons: identity hashing is C-fast, Enum's own hashes the name.
+    __hash__ = object.__hash__
+
     GREETING = "greeting"
     EHLO = "EHLO"
     HELO = "HELO"

@@ -216,8 +216,9 @@ class ClientConnection:
                     continue
                 return None
             if self._trace is not None:
-                for line in reply.lines:
-                    self._trace("S", f"{reply.code} {line}".rstrip())
+                last = len(reply.lines) - 1
+                for i, line in enumerate(reply.lines):
+                    self._trace("S", f"{reply.code}{'-' if i < last else ' '}{line}".rstrip())
             try:
                 self._handle(reply)
             except RemoteProtocolError:

@@ -78,17 +78,21 @@ class BodyEncoder:
             self._cr_pending = True
         if not chunk:
             return b""
-        text = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in chunk else chunk
-        if not self.eight_bit and not text.isascii():
+        if b"\r" not in chunk:
+            out = chunk.replace(b"\n", b"\r\n")
+        elif chunk.count(b"\r") == chunk.count(b"\n") == chunk.count(b"\r\n"):
+            out = chunk  # already canonical
+        else:
+            out = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+        if not self.eight_bit and not out.isascii():
             self.eight_bit = True
-        text = self._check_lines(text)
-        out = text.replace(b"\n", b"\r\n")
+        out = self._check_lines(out)
         self.size += len(out)
         if self._dot_stuff:
             if self._at_line_start and out[:1] == b".":
                 out = b"." + out
             out = out.replace(b"\n.", b"\n..")
-        self._at_line_start = text[-1:] == b"\n"
+        self._at_line_start = out[-1:] == b"\n"
         return out
 
     def finish(self) -> bytes:
@@ -103,7 +107,8 @@ class BodyEncoder:
         return tail + b".\r\n" if self._dot_stuff else tail
 
     def _check_lines(self, text: bytes) -> bytes:
-        """Count (and under FOLD, break) lines over 998 octets; lines may span chunks."""
+        """Count (and under FOLD, break) lines over 998 octets in CRLF ``text``; lines may
+        span chunks."""
         if self._line_length + len(text) <= MAX_LINE_OCTETS:
             # Fast path: no line in this chunk can be too long.
             last_newline = text.rfind(b"\n")
@@ -113,11 +118,13 @@ class BodyEncoder:
             else:
                 self._line_length += len(text)
             return text
-        lines = text.split(b"\n")
+        lines = text.split(b"\r\n")
         carried = self._line_length
-        lengths = [len(line) for line in lines]
-        lengths[0] += carried
-        over = [i for i, length in enumerate(lengths) if length > MAX_LINE_OCTETS]
+        over: list[int] = []
+        if len(lines[0]) + carried > MAX_LINE_OCTETS or max(map(len, lines)) > MAX_LINE_OCTETS:
+            lengths = [len(line) for line in lines]
+            lengths[0] += carried
+            over = [i for i, length in enumerate(lengths) if length > MAX_LINE_OCTETS]
         if over:
             # A line already counted in an earlier chunk is not counted again.
             self.long_lines += len(over) - (over[0] == 0 and self._counted)
@@ -126,7 +133,7 @@ class BodyEncoder:
             if self._policy is LinePolicy.FOLD:
                 for i in over:
                     lines[i] = _fold(lines[i], carried if i == 0 else 0)
-                text = b"\n".join(lines)
+                text = b"\r\n".join(lines)
         last = len(lines) - 1
         self._counted = last in over or (last == 0 and self._counted)
         last_newline = text.rfind(b"\n")
@@ -135,7 +142,7 @@ class BodyEncoder:
 
 
 def _fold(line: bytes, carried: int) -> bytes:
-    """Break ``line`` with LF SP so no piece, with ``carried`` octets before it, passes 998."""
+    """Break ``line`` with CRLF SP so no piece, with ``carried`` octets before it, passes 998."""
     pieces = []
     room = MAX_LINE_OCTETS - carried
     pos = 0
@@ -144,7 +151,7 @@ def _fold(line: bytes, carried: int) -> bytes:
         pos += room
         room = MAX_LINE_OCTETS - 1  # the continuation starts with the inserted space
     pieces.append(line[pos:])
-    return b"\n ".join(pieces)
+    return b"\r\n ".join(pieces)
 
 
 def scan_body(data: bytes) -> BodyInfo:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -25,9 +26,8 @@ MAX_REPLY_LINES = 128
 MAX_REPLY_BYTES = 32768
 
 _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
-_CODE_FIRST = frozenset(b"2345")
-_CODE_SECOND = frozenset(b"012345")
-_DIGITS = frozenset(b"0123456789")
+# RFC 5321 4.2: three digits (first 2-5, second 0-5), then SP, "-" or the end of the line.
+_REPLY_LINE = re.compile(rb"[2-5][0-5][0-9](?:[ -]|\Z)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +44,16 @@ class EnhancedStatus:
     @classmethod
     def parse(cls, text: str) -> EnhancedStatus | None:
         """The code at the start of ``text``, or None when there is none."""
-        match = _ENHANCED.match(text)
-        if match is None:
-            return None
-        return cls(int(match[1]), int(match[2]), int(match[3]))
+        return _parse_enhanced(text.partition(" ")[0])
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_enhanced(word: str) -> EnhancedStatus | None:
+    # Replies repeat a few codes ("2.1.0", "2.0.0"); parse each once.
+    match = _ENHANCED.match(word)
+    if match is None:
+        return None
+    return EnhancedStatus(int(match[1]), int(match[2]), int(match[3]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,17 +158,10 @@ class ReplyParser:
             self._pos = 0
 
     def _line(self, line: bytes) -> Reply | None:
-        if (
-            len(line) < 3
-            or line[0] not in _CODE_FIRST
-            or line[1] not in _CODE_SECOND
-            or line[2] not in _DIGITS
-        ):
+        if _REPLY_LINE.match(line) is None:
             raise RemoteProtocolError(f"malformed reply line {line[:40]!r}")
+        code = int(line[:3])
         separator = line[3:4]
-        if separator not in (b" ", b"-", b""):
-            raise RemoteProtocolError(f"malformed reply line {line[:40]!r}")
-        code = (line[0] - 48) * 100 + (line[1] - 48) * 10 + (line[2] - 48)
         if self._lines and code != self._code:
             raise RemoteProtocolError(f"reply code changed from {self._code} to {code} mid-reply")
         self._code = code

@@ -25,6 +25,9 @@ __all__ = ["TRANSITIONS", "Input", "State", "transition"]
 
 
 class State(enum.Enum):
+    # Members are singletons: identity hashing is C-fast, Enum's own hashes the name.
+    __hash__ = object.__hash__
+
     GREETING = "greeting"  #: connected; waiting for the server's greeting
     HELLO = "hello"  #: EHLO or HELO sent
     READY = "ready"  #: may begin a transaction, STARTTLS, AUTH or QUIT
@@ -38,6 +41,9 @@ class State(enum.Enum):
 
 
 class Input(enum.Enum):
+    # Members are singletons: identity hashing is C-fast, Enum's own hashes the name.
+    __hash__ = object.__hash__
+
     # From the caller.
     START_TLS = "start_tls"
     TLS_ESTABLISHED = "tls_established"
