@@ -1,18 +1,22 @@
-"""Delivery reports: per-recipient outcomes as data, a summary for people, the exit status."""
+"""Delivery reports for people and machines, and the exit status they imply."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Sequence
+from typing import TextIO
 
 from mxsend._exits import Exit
-from mxsend.protocol import RecipientResult, Status
+from mxsend.protocol import Status
+from mxsend.twisted import MessageReport, RecipientReport
 
-__all__ = ["exit_status", "format_result"]
+__all__ = ["exit_status", "format_human", "format_json"]
 
 
-def exit_status(results: Iterable[RecipientResult]) -> Exit:
-    """0 when all were delivered, 75 when any is deferred, 69 when the rest failed for good."""
-    statuses = {r.status for r in results}
+def exit_status(reports: Iterable[RecipientReport]) -> Exit:
+    """0 when every recipient was delivered, 75 when any is deferred, 69 when the others
+    failed for good (sysexits)."""
+    statuses = {r.status for r in reports}
     if Status.DEFERRED in statuses:
         return Exit.TEMPFAIL
     if Status.FAILED in statuses:
@@ -20,8 +24,38 @@ def exit_status(results: Iterable[RecipientResult]) -> Exit:
     return Exit.OK
 
 
-def format_result(result: RecipientResult) -> str:
-    reply = result.reply
+def _line(report: RecipientReport) -> str:
+    reply = report.reply
     text = " ".join(line for line in reply.lines if line)
-    note = " (outcome unknown: may have been delivered)" if result.outcome_unknown else ""
-    return f"{result.status.value:>9}  {result.recipient}  {reply.code} {text}{note}"
+    where = f" via {report.mx} [{report.address}]" if report.mx else ""
+    tls = ""
+    if report.tls is not None:
+        state = "verified" if report.tls.verified else "unverified"
+        tls = f" {report.tls.version} {state}"
+    note = " (outcome unknown: may have been delivered)" if report.outcome_unknown else ""
+    return f"{report.status.value:>9}  {report.recipient}{where}{tls}: {reply.code} {text}{note}"
+
+
+def format_human(reports: Sequence[MessageReport], out: TextIO) -> None:
+    for message in reports:
+        for report in message.recipients:
+            out.write(_line(report) + "\n")
+    every = [r for m in reports for r in m.recipients]
+    counts = {s: sum(1 for r in every if r.status is s) for s in Status}
+    out.write(
+        f"{counts[Status.DELIVERED]} delivered, {counts[Status.DEFERRED]} deferred, "
+        f"{counts[Status.FAILED]} failed\n"
+    )
+
+
+def format_json(reports: Sequence[MessageReport], out: TextIO) -> None:
+    every = [r for m in reports for r in m.recipients]
+    document = {
+        "recipients": [r.as_json() for r in every],
+        "delivered": sum(1 for r in every if r.status is Status.DELIVERED),
+        "deferred": sum(1 for r in every if r.status is Status.DEFERRED),
+        "failed": sum(1 for r in every if r.status is Status.FAILED),
+        "exit_status": int(exit_status(every)),
+    }
+    json.dump(document, out, indent=2)
+    out.write("\n")

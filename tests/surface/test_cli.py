@@ -23,10 +23,14 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_demo_reports_every_outcome_and_exits_tempfail() -> None:
     done = run("demo")
     assert done.returncode == 75, done.stderr
-    assert "delivered  ann@alpha.test" in done.stdout
-    assert "failed  nobody@beta.test  550 5.1.1" in done.stdout
-    assert "deferred  busy@beta.test  451 4.2.1" in done.stdout
-    assert "Traceback" not in done.stderr
+    out = done.stdout
+    assert "delivered  ann@alpha.test via mx2.alpha.test [127.0.0.3]" in out  # first MX down
+    assert "delivered  bob@beta.test via mx.beta.test [127.0.0.4] TLSv1" in out
+    assert " verified: 250" in out
+    assert "failed  nobody@gamma.test via mx.gamma.test [127.0.0.5]: 550 5.1.1" in out
+    assert "deferred  busy@gamma.test via mx.gamma.test [127.0.0.5]: 451 4.2.1" in out
+    assert "failed  anyone@void.test: 556 5.1.10" in out
+    assert done.stderr == ""
 
 
 def test_usage_error_is_one_line_and_64(capsys: pytest.CaptureFixture[str]) -> None:

@@ -154,6 +154,7 @@ class ClientConnection:
         self._next_id = 1
         self._eof = False
         self._needs_reset = False  # a failed transaction may have left an envelope open
+        self._replies = 0
 
     # -- what the caller reads ------------------------------------------------------------
 
@@ -178,6 +179,15 @@ class ClientConnection:
     def idle(self) -> bool:
         """READY with no reply outstanding: nothing in flight."""
         return self._state is State.READY and not self._expected and not self._held
+
+    @property
+    def awaiting(self) -> tuple[int, str] | None:
+        """``(replies so far, stage)`` while a reply is awaited, e.g. ``(3, "RCPT")``; None
+        otherwise. I/O layers run one absolute deadline per distinct value (RFC 5321
+        4.5.3.2): bytes that trickle in without completing a reply do not extend it."""
+        if not self._expected or self._state in (State.TLS, State.ERROR, State.CLOSED):
+            return None
+        return self._replies, self._expected[0].verb.value
 
     def data_to_send(self) -> bytes:
         """The bytes to write to the peer now (possibly empty)."""
@@ -480,6 +490,7 @@ class ClientConnection:
         self._move(Input.PROTOCOL_ERROR)
 
     def _handle(self, reply: Reply) -> None:
+        self._replies += 1
         if not self._expected:
             if reply.code == 421:  # a server may announce shutdown unasked (RFC 5321 3.8)
                 self._server_closing(reply)

@@ -1,0 +1,331 @@
+"""Delivery: route each recipient domain, connect, run the session, report every recipient.
+
+Reads top to bottom as ``async def`` (STYLE 12); the public face returns Deferreds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredSemaphore
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    connectProtocol,
+    wrapClientTLS,
+)
+
+from mxsend.protocol import (
+    ClientConfig,
+    ClientConnection,
+    Mechanism,
+    Message,
+    Reply,
+    SessionDriver,
+    Status,
+    Trace,
+)
+from mxsend.routing import MAX_ADDRESSES, MAX_SESSIONS, DNSRouter, MXHost, RouteError, TLSPolicy
+from mxsend.twisted._protocol import SessionOutcome, SMTPClientProtocol, Timeouts
+from mxsend.twisted._tls import ClientTLS, TLSInfo
+
+__all__ = ["Deliverer", "DeliveryOptions", "MessageReport", "RecipientReport", "Smarthost"]
+
+
+@dataclass(frozen=True, slots=True)
+class Smarthost:
+    """Relay everything through one host; port 465 means implicit TLS (RFC 8314)."""
+
+    host: str
+    port: int = 587
+    mechanism: Mechanism | None = None
+
+    @property
+    def implicit_tls(self) -> bool:
+        return self.port == 465
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryOptions:
+    helo_name: str
+    mx_port: int = 25
+    tls: TLSPolicy | None = None  #: None: MAY for MX delivery, VERIFY for a smarthost
+    cafile: str | None = None
+    smarthost: Smarthost | None = None
+    allow_cleartext_auth: bool = False
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    max_addresses: int = MAX_ADDRESSES
+    max_sessions: int = MAX_SESSIONS
+    parallel: int = 10  #: destinations delivered to at once
+    trace: Trace | None = None
+
+    @property
+    def tls_policy(self) -> TLSPolicy:
+        if self.tls is not None:
+            return self.tls
+        return TLSPolicy.VERIFY if self.smarthost else TLSPolicy.MAY
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientReport:
+    """One recipient's outcome, where it was decided, and how."""
+
+    recipient: str
+    status: Status
+    reply: Reply
+    mx: str | None = None
+    address: str | None = None
+    tls: TLSInfo | None = None
+    outcome_unknown: bool = False
+    attempts: int = 0
+    seconds: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "recipient": self.recipient,
+            "status": self.status.value,
+            "code": self.reply.code,
+            "enhanced": str(self.reply.enhanced) if self.reply.enhanced else None,
+            "reply": " ".join(line for line in self.reply.lines if line),
+            "local": self.reply.local,
+            "mx": self.mx,
+            "address": self.address,
+            "tls": self.tls.as_json() if self.tls else None,
+            "outcome_unknown": self.outcome_unknown,
+            "attempts": self.attempts,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReport:
+    message: Message
+    recipients: tuple[RecipientReport, ...]
+
+
+@dataclass
+class _Pending:
+    """A message and the recipients of one destination still to be decided."""
+
+    message: Message
+    reports: dict[str, RecipientReport] = field(default_factory=dict)
+
+
+def _retry_elsewhere(report: RecipientReport) -> bool:
+    """Worth another host: the server closed (421), or the session ended (lost, timed out,
+    TLS refused) before the end of data. Never when the outcome is unknown: no duplicates."""
+    if report.status is not Status.DEFERRED or report.outcome_unknown:
+        return False
+    return report.reply.code == 421 or report.reply.local
+
+
+class Deliverer:
+    """Delivers messages to their recipients' MX hosts, or through a smarthost.
+
+    ``reactor`` provides time, TCP and TLS; ``router`` answers DNS questions. Nothing global:
+    a queue can run many of these side by side.
+    """
+
+    def __init__(self, reactor: Any, router: DNSRouter, options: DeliveryOptions) -> None:
+        self._reactor = reactor
+        self._router = router
+        self._options = options
+
+    def deliver(self, messages: Sequence[Message]) -> Deferred[list[MessageReport]]:
+        """Fires with one report per message, in order; never fails for a recipient's sake."""
+        return Deferred.fromCoroutine(self._deliver(list(messages)))
+
+    async def _deliver(self, messages: list[Message]) -> list[MessageReport]:
+        groups: dict[str, list[tuple[int, Message]]] = {}
+        for index, message in enumerate(messages):
+            by_domain: dict[str, list[Any]] = {}
+            for recipient in message.envelope.recipients:
+                key = "" if self._options.smarthost else recipient.address.domain.lower()
+                by_domain.setdefault(key, []).append(recipient)
+            for domain, recipients in by_domain.items():
+                envelope = replace(message.envelope, recipients=tuple(recipients))
+                groups.setdefault(domain, []).append((index, Message(envelope, message.content)))
+        semaphore = DeferredSemaphore(max(1, self._options.parallel))
+        jobs = [semaphore.run(self._destination, domain, group) for domain, group in groups.items()]
+        found: dict[tuple[int, str], RecipientReport] = {}
+        for job in jobs:
+            for index, reports in await job:
+                for report in reports:
+                    found[(index, report.recipient)] = report
+        return [
+            MessageReport(
+                message,
+                tuple(found[(i, str(r.address))] for r in message.envelope.recipients),
+            )
+            for i, message in enumerate(messages)
+        ]
+
+    async def _hosts(self, domain: str) -> tuple[list[MXHost], int]:
+        smarthost = self._options.smarthost
+        if smarthost is None:
+            return await self._router.mx_hosts(domain), self._options.mx_port
+        addresses = await self._router.addresses(smarthost.host)
+        return [MXHost(smarthost.host, 0, addresses)], smarthost.port
+
+    async def _destination(
+        self, domain: str, group: list[tuple[int, Message]]
+    ) -> list[tuple[int, list[RecipientReport]]]:
+        """Try the destination's hosts in order until every recipient has an outcome that
+        another host would not change, within the address and session limits."""
+        started = time.monotonic()
+        pending = {index: _Pending(message) for index, message in group}
+        try:
+            hosts, port = await self._hosts(domain)
+        except RouteError as failure:
+            return self._finish(pending, failure.reply, 0, started)
+        queue = [(h, a) for h in hosts for a in h.addresses][: self._options.max_addresses]
+        policy = self._options.tls_policy
+        last_error = Reply.synthesized(451, "4.4.1", "no mail host could be reached")
+        sessions = tried = 0
+        while queue and sessions < self._options.max_sessions:
+            todo = {i: m for i, p in pending.items() if (m := _undecided(p)) is not None}
+            if not todo:
+                break
+            host, address = queue.pop(0)
+            tried += 1
+            outcome, driver = await self._session(host, address, port, todo, policy)
+            if outcome is None:
+                continue  # no connection: the next address does not use up a session
+            sessions += 1
+            self._record(pending, todo, driver, outcome, (host, address, tried, started))
+            if outcome.tls_handshake_failed and policy is TLSPolicy.MAY:
+                # Opportunistic TLS (RFC 7435): the same address again, in cleartext.
+                queue.insert(0, (host, address))
+                policy, sessions = TLSPolicy.NONE, sessions - 1
+                continue
+            policy = self._options.tls_policy
+            if outcome.refused or outcome.closing:
+                last_error = outcome.refused or outcome.closing or last_error
+            elif outcome.error is not None:
+                last_error = Reply.synthesized(451, "4.4.2", outcome.error)
+        return self._finish(pending, last_error, tried, started)
+
+    @staticmethod
+    def _finish(
+        pending: dict[int, _Pending], last_error: Reply, tried: int, started: float
+    ) -> list[tuple[int, list[RecipientReport]]]:
+        """Every recipient's report; those no host decided get ``last_error``."""
+        elapsed = time.monotonic() - started
+        out = []
+        for index, p in pending.items():
+            reports = []
+            for recipient in p.message.envelope.recipients:
+                address = str(recipient.address)
+                report = p.reports.get(address) or RecipientReport(
+                    address, Status.of(last_error), last_error, attempts=tried, seconds=elapsed
+                )
+                reports.append(report)
+            out.append((index, reports))
+        return out
+
+    @staticmethod
+    def _record(
+        pending: dict[int, _Pending],
+        todo: dict[int, Message],
+        driver: SessionDriver,
+        outcome: SessionOutcome,
+        where: tuple[MXHost, str, int, float],
+    ) -> None:
+        """Keep what one session decided, recipient by recipient."""
+        host, address, tried, started = where
+        tls = outcome.tls.info if outcome.tls is not None and outcome.tls.info.version else None
+        by_envelope = {id(message.envelope): index for index, message in todo.items()}
+
+        def keep(index: int, recipient: str, status: Status, reply: Reply, unknown: bool) -> None:
+            pending[index].reports[recipient] = RecipientReport(
+                recipient,
+                status,
+                reply,
+                host.name,
+                address,
+                tls,
+                unknown,
+                tried,
+                time.monotonic() - started,
+            )
+
+        for result in driver.results:
+            index = by_envelope[id(result.envelope)]
+            for r in result.recipients:
+                keep(index, str(r.recipient), r.status, r.reply, r.outcome_unknown)
+        refusal = driver.tls_failed or driver.auth_failed
+        if refusal is not None:
+            for message in driver.unsent:
+                index = by_envelope[id(message.envelope)]
+                for recipient in message.envelope.recipients:
+                    keep(index, str(recipient.address), Status.of(refusal), refusal, False)
+
+    async def _session(
+        self,
+        host: MXHost,
+        address: str,
+        port: int,
+        todo: dict[int, Message],
+        policy: TLSPolicy,
+    ) -> tuple[SessionOutcome | None, SessionDriver]:
+        options = self._options
+        smarthost = options.smarthost
+        implicit = smarthost is not None and smarthost.implicit_tls
+        config = ClientConfig(
+            options.helo_name,
+            implicit_tls=implicit,
+            allow_cleartext_auth=options.allow_cleartext_auth,
+        )
+        conn = ClientConnection(config, trace=options.trace)
+        driver = SessionDriver(
+            conn,
+            todo.values(),
+            starttls=policy is not TLSPolicy.NONE and not implicit,
+            require_tls=policy.required and not implicit,
+            mechanism=smarthost.mechanism if smarthost else None,
+        )
+
+        def make_tls() -> ClientTLS:
+            return ClientTLS(
+                host.name, require_verified=policy is TLSPolicy.VERIFY, cafile=options.cafile
+            )
+
+        implicit_tls = make_tls() if implicit else None
+        protocol = SMTPClientProtocol(
+            conn,
+            driver,
+            clock=self._reactor,
+            timeouts=options.timeouts,
+            starttls=make_tls,
+            implicit_tls=implicit_tls,
+        )
+        endpoint_type = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
+        endpoint: Any = endpoint_type(
+            self._reactor, address, port, timeout=options.timeouts.connect
+        )
+        if implicit_tls is not None:
+            endpoint = wrapClientTLS(implicit_tls, endpoint)
+        if options.trace is not None:
+            options.trace("*", f"connecting to {host.name} [{address}]:{port}")
+        try:
+            await connectProtocol(endpoint, protocol)  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            if options.trace is not None:
+                options.trace("*", f"connection to [{address}]:{port} failed: {exc}")
+            return None, driver
+        return await protocol.done, driver
+
+
+def _undecided(pending: _Pending) -> Message | None:
+    """The message with only the recipients that still need a host, or None."""
+    keep = tuple(
+        r
+        for r in pending.message.envelope.recipients
+        if (report := pending.reports.get(str(r.address))) is None or _retry_elsewhere(report)
+    )
+    if not keep:
+        return None
+    return Message(replace(pending.message.envelope, recipients=keep), pending.message.content)
