@@ -13,13 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet import ssl
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import SSL
 from twisted.internet.defer import gatherResults, maybeDeferred
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IOpenSSLServerConnectionCreator
 from twisted.internet.protocol import Factory, Protocol
 from twisted.names import authority, common, dns, server
+from zope.interface import implementer
 
-from mxsend._testca import TestCA
+from mxsend._testca import Issued, TestCA
 from mxsend.testing import DEFAULT_EXTENSIONS, FakeServer
 
 __all__ = ["LocalWorld", "MailHost", "free_port"]
@@ -60,8 +63,25 @@ class MailHost:
     server: FakeServer | None = None
 
 
+@implementer(IOpenSSLServerConnectionCreator)
+class _ServerTLS:
+    """Server TLS from a certificate and key (cryptography objects, as pyOpenSSL prefers)."""
+
+    def __init__(self, issued: Issued) -> None:
+        context = SSL.Context(SSL.TLS_SERVER_METHOD)
+        context.use_certificate(x509.load_pem_x509_certificate(issued.cert_pem))
+        key = serialization.load_pem_private_key(issued.key_pem, None)
+        context.use_privatekey(key)  # type: ignore[arg-type]
+        self._context = context
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        connection = SSL.Connection(self._context, None)
+        connection.set_app_data(tlsProtocol)
+        return connection
+
+
 class _SMTPServerProtocol(Protocol):
-    def __init__(self, host: MailHost, tls: ssl.CertificateOptions | None) -> None:
+    def __init__(self, host: MailHost, tls: _ServerTLS | None) -> None:
         extensions = DEFAULT_EXTENSIONS + (("STARTTLS",) if host.starttls else ())
         self._server = FakeServer(hostname=host.name, extensions=extensions, replies=host.replies)
         host.server = self._server
@@ -84,7 +104,7 @@ class _SMTPServerProtocol(Protocol):
 
 
 class _SMTPFactory(Factory):
-    def __init__(self, host: MailHost, tls: ssl.CertificateOptions | None) -> None:
+    def __init__(self, host: MailHost, tls: _ServerTLS | None) -> None:
         self._host = host
         self._tls = tls
 
@@ -137,8 +157,7 @@ class LocalWorld:
         for host in self.hosts:
             tls = None
             if host.starttls:
-                issued = self.ca.issue(host.name)
-                tls = ssl.PrivateCertificate.loadPEM(issued.pem).options()
+                tls = _ServerTLS(self.ca.issue(host.name))
             factory = _SMTPFactory(host, tls)
             self._ports.append(
                 self._reactor.listenTCP(self.mx_port, factory, interface=host.address)

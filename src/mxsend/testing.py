@@ -10,10 +10,14 @@ import base64
 import binascii
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import fail, succeed
+from twisted.names import dns, error
 
 from mxsend.protocol import ClientConnection, Event, TLSRequested
 
-__all__ = ["DEFAULT_EXTENSIONS", "FakeServer", "ReceivedMessage", "converse"]
+__all__ = ["DEFAULT_EXTENSIONS", "FakeResolver", "FakeServer", "ReceivedMessage", "converse"]
 
 DEFAULT_EXTENSIONS = (
     "PIPELINING",
@@ -213,3 +217,74 @@ def converse(
         if server.closed and not incoming:
             connection.receive_data(b"")
     return events
+
+
+class FakeResolver:
+    """A twisted.names resolver answering from dictionaries, for tests with no network.
+
+    ``mx`` maps a name to (preference, exchange) pairs (exchange ``""`` for a null MX); ``a``
+    and ``aaaa`` map names to address lists; ``cname`` maps a name to its target. Names in
+    ``nxdomain`` do not exist; names in ``servfail`` fail; ``queries`` records every question.
+    """
+
+    def __init__(
+        self,
+        *,
+        mx: Mapping[str, list[tuple[int, str]]] | None = None,
+        a: Mapping[str, list[str]] | None = None,
+        aaaa: Mapping[str, list[str]] | None = None,
+        cname: Mapping[str, str] | None = None,
+        nxdomain: frozenset[str] = frozenset(),
+        servfail: frozenset[str] = frozenset(),
+        ttl: int = 300,
+    ) -> None:
+        self.mx = dict(mx or {})
+        self.a = dict(a or {})
+        self.aaaa = dict(aaaa or {})
+        self.cname = dict(cname or {})
+        self.nxdomain = nxdomain
+        self.servfail = servfail
+        self.ttl = ttl
+        self.queries: list[tuple[str, str]] = []
+
+    def _answer(self, name: str, kind: str, make: Callable[[str], list[Any]]) -> Any:
+        self.queries.append((name, kind))
+        if name in self.servfail:
+            return fail(error.DNSServerError(name))
+        if name in self.nxdomain:
+            return fail(error.DNSNameError(name))
+        if name in self.cname:
+            target = self.cname[name]
+            record = dns.RRHeader(name, dns.CNAME, ttl=self.ttl, payload=dns.Record_CNAME(target))
+            return succeed(([record], [], []))
+        return succeed((make(name), [], []))
+
+    def lookupMailExchange(self, name: str, timeout: Any = None) -> Any:
+        return self._answer(
+            name,
+            "MX",
+            lambda n: [
+                dns.RRHeader(n, dns.MX, ttl=self.ttl, payload=dns.Record_MX(p, host))
+                for p, host in self.mx.get(n, [])
+            ],
+        )
+
+    def lookupAddress(self, name: str, timeout: Any = None) -> Any:
+        return self._answer(
+            name,
+            "A",
+            lambda n: [
+                dns.RRHeader(n, dns.A, ttl=self.ttl, payload=dns.Record_A(ip))
+                for ip in self.a.get(n, [])
+            ],
+        )
+
+    def lookupIPV6Address(self, name: str, timeout: Any = None) -> Any:
+        return self._answer(
+            name,
+            "AAAA",
+            lambda n: [
+                dns.RRHeader(n, dns.AAAA, ttl=self.ttl, payload=dns.Record_AAAA(ip))
+                for ip in self.aaaa.get(n, [])
+            ],
+        )

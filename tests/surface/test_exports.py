@@ -83,6 +83,7 @@ def test_protocol_exports() -> None:
 def test_testing_exports() -> None:
     assert set(mxsend.testing.__all__) == {
         "DEFAULT_EXTENSIONS",
+        "FakeResolver",
         "FakeServer",
         "ReceivedMessage",
         "converse",

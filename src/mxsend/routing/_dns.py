@@ -22,6 +22,8 @@ __all__ = ["MAX_CNAME_CHAIN", "DNSRouter", "make_resolver"]
 MAX_CNAME_CHAIN = 8
 # Answers without a usable TTL are kept this long; none is kept longer than a day.
 _MIN_TTL, _MAX_TTL = 0, 86400
+# "No such record" answers are kept a minute (RFC 2308 allows up to the SOA minimum).
+_NEGATIVE_TTL = 60
 _Records = tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]]
 
 
@@ -153,7 +155,7 @@ class DNSRouter:
             try:
                 ttl, value = await fetch(name, kind)
             except _NoData as nodata:
-                ttl, value = int(nodata.args[0]) if nodata.args else 300, nodata
+                ttl, value = _NEGATIVE_TTL, nodata
             self._cache[key] = (now + max(_MIN_TTL, min(ttl, _MAX_TTL)), value)
         if isinstance(value, _NoData):
             raise value
@@ -167,6 +169,7 @@ class DNSRouter:
             dns.AAAA: self._resolver.lookupIPV6Address,
         }[kind]
         current = name.lower()
+        hops = 0
         for _ in range(MAX_CNAME_CHAIN + 1):
             try:
                 answers, _authority, _additional = await lookup(current)
@@ -178,28 +181,35 @@ class DNSRouter:
                 raise _transient(f"{current}: DNS server failure (SERVFAIL)") from None
             except error.DNSQueryRefusedError:
                 raise _transient(f"{current}: DNS query refused") from None
-            names = {current}
             # Resolvers usually send the chain with the answer: walk it within the reply.
-            for _ in range(MAX_CNAME_CHAIN):
-                step = [a for a in answers if a.type == dns.CNAME and str(a.name).lower() in names]
-                new = {str(a.payload.name).lower() for a in step} - names
-                if not new:
+            chain = [current]
+            while True:
+                target = next(
+                    (
+                        str(a.payload.name).lower()
+                        for a in answers
+                        if a.type == dns.CNAME and str(a.name).lower() == chain[-1]
+                    ),
+                    None,
+                )
+                if target is None:
                     break
-                names |= new
-            wanted = [a for a in answers if a.type == kind and str(a.name).lower() in names]
-            if wanted:
+                if target in chain:
+                    raise _permanent(f"{name}: CNAME loop")
+                chain.append(target)
+                hops += 1
+                if hops > MAX_CNAME_CHAIN:
+                    raise _permanent(f"{name}: CNAME chain longer than {MAX_CNAME_CHAIN}")
+            wanted = [a for a in answers if a.type == kind and str(a.name).lower() in chain]
+            if wanted or chain[-1] == current:
                 return wanted
-            cnames = [a for a in answers if a.type == dns.CNAME and str(a.name).lower() in names]
-            targets = {str(a.payload.name).lower() for a in cnames} - names
-            if not targets:
-                return []
-            current = sorted(targets)[0]
+            current = chain[-1]  # the chain's end was not answered: ask for it
         raise _permanent(f"{name}: CNAME chain longer than {MAX_CNAME_CHAIN}")
 
     async def _mx_records(self, name: str, kind: int) -> tuple[int, list[tuple[int, str]]]:
         answers = await self._query(name, kind)
         if not answers:
-            raise _NoData(300)
+            raise _NoData()
         return min(a.ttl for a in answers), [
             (_payload(a).preference, str(_payload(a).name)) for a in answers
         ]
@@ -207,7 +217,7 @@ class DNSRouter:
     async def _address_records(self, name: str, kind: int) -> tuple[int, list[str]]:
         answers = await self._query(name, kind)
         if not answers:
-            raise _NoData(300)
+            raise _NoData()
         if kind == dns.A:
             found = [_payload(a).dottedQuad() for a in answers]
         else:
