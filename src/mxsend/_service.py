@@ -1,0 +1,85 @@
+"""``twistd -n mxsend send ...``: delivery as an application service, with the same options
+and exit statuses as ``mxsend send``."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+from typing import Any
+
+from twisted.application.service import IService, Service
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python import usage
+
+from mxsend._cli import UserError, _build_send, _parser, _Request, _send
+from mxsend._exits import Exit
+
+__all__ = ["DeliveryService", "Options", "makeService"]
+
+_log = Logger()
+
+
+class _SendOptions(usage.Options):
+    """Everything after ``send`` goes to mxsend's own parser, so the options are the same."""
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        self.argv = list(sys.argv[1:] if options is None else options)
+
+
+class Options(usage.Options):
+    synopsis = "send [mxsend send options]"
+    subCommands = [["send", None, _SendOptions, "Deliver a message, report, and stop"]]  # noqa: RUF012
+
+    def postOptions(self) -> None:
+        if self.subCommand != "send":
+            raise usage.UsageError("give a command: send")
+
+
+def _exit_with(status: int) -> None:
+    # twistd always exits 0 once its reactor stops; this runs at interpreter exit, after
+    # twistd's own shutdown work, to give the process the delivery's exit status.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+class DeliveryService(Service):
+    """Delivers the request once the reactor runs, prints the report, stops the reactor."""
+
+    def __init__(self, request: _Request, as_json: bool) -> None:
+        self._request = request
+        self._json = as_json
+        self.exit_status: int | None = None
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        # The reactor twistd installed and runs: this is the application's edge.
+        from twisted.internet import reactor  # noqa: PLC0415
+
+        reactor.callWhenRunning(lambda: Deferred.fromCoroutine(self._run(reactor)))
+
+    async def _run(self, reactor: Any) -> None:
+        try:
+            status = int(await _send(reactor, self._request, self._json))
+        except UserError as exc:
+            sys.stderr.write(f"mxsend: {exc}\n")
+            status = int(exc.status)
+        except Exception:
+            _log.failure("delivery failed")
+            status = int(Exit.SOFTWARE)
+        self.exit_status = status
+        if status:
+            atexit.register(_exit_with, status)
+        reactor.stop()
+
+
+def makeService(options: Options) -> IService:
+    args = _parser().parse_args(["send", *options.subOptions.argv])
+    try:
+        request = _build_send(args)
+    except UserError as exc:
+        sys.stderr.write(f"mxsend: {exc}\n")
+        raise SystemExit(int(exc.status)) from None
+    return DeliveryService(request, args.json)

@@ -1,0 +1,55 @@
+"""`twistd -n mxsend send ...` and `twistd -ny examples/tutorial.tac` deliver and exit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import World
+
+ROOT = Path(__file__).parent.parent.parent
+TWISTD = str(Path(sys.executable).parent / "twistd")
+
+
+def test_twistd_plugin_delivers_and_exits_with_status(world: World, tmp_path: Path) -> None:
+    message = tmp_path / "m.eml"
+    message.write_bytes(b"Subject: hi\n\nhello\n")
+    args = ["--dns", f"127.0.0.1:{world.dns_port}", "--mx-port", str(world.mx_port)]
+    ok = subprocess.run(
+        [TWISTD, "-n", "--pidfile=", "mxsend", "send", *args, "--from", "a@x.test",
+         "--to", "ann@alpha.test", "--json", str(message)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert '"status": "delivered"' in ok.stdout
+    deferred = subprocess.run(
+        [TWISTD, "-n", "--pidfile=", "mxsend", "send", *args, "--from", "a@x.test",
+         "--to", "busy@gamma.test", str(message)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert deferred.returncode == 75, deferred.stdout + deferred.stderr
+    bad = subprocess.run(
+        [TWISTD, "-n", "--pidfile=", "mxsend", "send", *args, "--from", "a@x.test", "--to", "x\ry@z.test",
+         str(message)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 65 and "mxsend: " in bad.stderr
+
+
+def test_tutorial_tac(world: World, tmp_path: Path) -> None:
+    env = dict(
+        os.environ,
+        MXSEND_TO="ann@alpha.test,bob@beta.test",
+        MXSEND_DNS=f"127.0.0.1:{world.dns_port}",
+        MXSEND_MX_PORT=str(world.mx_port),
+        MXSEND_CAFILE=str(world.cafile),
+    )
+    done = subprocess.run(
+        [TWISTD, "-ny", str(ROOT / "examples" / "tutorial.tac"), "--pidfile="],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ann@alpha.test: delivered 250" in done.stdout
+    assert "bob@beta.test: delivered 250" in done.stdout
