@@ -31,8 +31,8 @@ def test_twistd_plugin_delivers_and_exits_with_status(world: World, tmp_path: Pa
     )  # fmt: skip
     assert deferred.returncode == 75, deferred.stdout + deferred.stderr
     bad = subprocess.run(
-        [TWISTD, "-n", "--pidfile=", "mxsend", "send", *args, "--from", "a@x.test", "--to", "x\ry@z.test",
-         str(message)],
+        [TWISTD, "-n", "--pidfile=", "mxsend", "send", *args, "--from", "a@x.test",
+         "--to", "x\ry@z.test", str(message)],
         capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False,
     )  # fmt: skip
     assert bad.returncode == 65 and "mxsend: " in bad.stderr
