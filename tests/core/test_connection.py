@@ -326,3 +326,17 @@ def test_noop_and_rset_when_idle() -> None:
     conn.receive_data(b"250 ok\r\n")
     drain(conn)
     assert conn.data_to_send() == b"RSET\r\n"
+
+
+def test_after_a_protocol_error_no_reply_decides_an_outcome() -> None:
+    conn = connect(["PIPELINING"])
+    conn.begin_transaction(ENVELOPE)
+    conn.data_to_send()
+    # MAIL ok, then a 503 that was really DATA's answer, then a 250 to "DATA": out of step.
+    conn.receive_data(b"250 ok\r\n503 need RCPT\r\n550 no\r\n250 ok\r\n")
+    with pytest.raises(RemoteProtocolError):
+        drain(conn)
+    conn.connection_lost("protocol error")
+    [done, _] = drain(conn)
+    assert isinstance(done, TransactionCompleted)
+    assert [r.status for r in done.result.recipients] == [Status.DEFERRED, Status.DEFERRED]

@@ -242,8 +242,12 @@ class ClientConnection:
         if self._state is State.CLOSED:
             return
         reply = Reply.synthesized(451, "4.4.2", reason)
+        # After a protocol error the replies of unfinished transactions may belong to other
+        # commands (SECURITY 7): none of them decides anything; every recipient is deferred.
+        distrust = self._state is State.ERROR
         for txn in list(self._transactions):
-            self._complete(txn, reply, unknown=txn.body_sent and txn.final_reply is None)
+            unknown = txn.body_sent and txn.final_reply is None
+            self._complete(txn, reply, unknown=unknown, distrust=distrust)
         self._expected.clear()
         self._held.clear()
         self._current = None
@@ -662,10 +666,12 @@ class ClientConnection:
             return
         self._complete(txn, None, unknown=False)
 
-    def _complete(self, txn: _Transaction, override: Reply | None, *, unknown: bool) -> None:
+    def _complete(
+        self, txn: _Transaction, override: Reply | None, *, unknown: bool, distrust: bool = False
+    ) -> None:
         results = []
         for recipient, rcpt_reply in zip(txn.envelope.recipients, txn.rcpt_replies, strict=True):
-            reply = _decide(txn, rcpt_reply, override)
+            reply = override if distrust and override else _decide(txn, rcpt_reply, override)
             lost = unknown and reply is override
             results.append(RecipientResult(recipient.address, Status.of(reply), reply, lost))
         self._transactions.remove(txn)
