@@ -122,6 +122,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow AUTH on an unencrypted channel (e.g. to localhost)",
     )
+    send.add_argument(
+        "--no-chunking",
+        action="store_true",
+        help="send with DATA even when the server offers BDAT (CHUNKING)",
+    )
     send.add_argument("--notify", metavar="LIST", help="DSN NOTIFY: never or success,failure,delay")
     send.add_argument("--ret", choices=["full", "hdrs"], help="DSN RET")
     send.add_argument("--envid", metavar="ID", help="DSN envelope identifier")
@@ -288,6 +293,7 @@ def _build_send(args: argparse.Namespace) -> _Request:
         cafile=args.cafile,
         smarthost=smarthost,
         allow_cleartext_auth=args.allow_cleartext_auth,
+        chunking=not args.no_chunking,
         trace=trace,
     )  # fmt: skip
     return _Request([Message(envelope, content)], delivery, args.dns)

@@ -157,7 +157,7 @@ def test_starttls_refused_and_tls_policies() -> None:
 def test_driver_require_tls_without_starttls_quits() -> None:
     server = FakeServer(extensions=())
     _, driver, _ = run(server, [msg()], require_tls=True)
-    assert driver.tls_failed is not None and driver.tls_failed.code == 530
+    assert driver.tls_failed is not None and driver.tls_failed.code == 451
     assert len(driver.unsent) == 1 and server.messages == []
 
 

@@ -14,7 +14,11 @@ from dataclasses import dataclass
 
 from mxsend.protocol._auth import Mechanism
 from mxsend.protocol._connection import ClientConnection
-from mxsend.protocol._errors import ExtensionRequiredError, MessageTooLargeError
+from mxsend.protocol._errors import (
+    ExtensionRequiredError,
+    LocalProtocolError,
+    MessageTooLargeError,
+)
 from mxsend.protocol._events import (
     Authenticated,
     AuthenticationFailed,
@@ -82,10 +86,12 @@ class SessionDriver:
             if not event.encrypted and self._starttls and event.capabilities.starttls:
                 conn.start_tls()
             elif not event.encrypted and self._require_tls:
-                self.tls_failed = Reply.synthesized(530, "5.7.10", "server does not offer STARTTLS")
+                self.tls_failed = Reply.synthesized(
+                    451, "4.7.10", "TLS is required and the server does not offer STARTTLS"
+                )
                 self._quit()
             elif self._mechanism is not None:
-                conn.authenticate(self._mechanism)
+                self._authenticate()
             else:
                 self._next()
         elif isinstance(event, TLSRequested):
@@ -95,7 +101,7 @@ class SessionDriver:
                 self.tls_failed = event.reply
                 self._quit()
             elif self._mechanism is not None:
-                conn.authenticate(self._mechanism)
+                self._authenticate()
             else:
                 self._next()
         elif isinstance(event, Authenticated):
@@ -111,6 +117,16 @@ class SessionDriver:
             self._bodies.pop(event.result.transaction_id, None)
             self.results.append(event.result)
             self._next()
+
+    def _authenticate(self) -> None:
+        assert self._mechanism is not None
+        try:
+            self.connection.authenticate(self._mechanism)
+        except LocalProtocolError as refusal:
+            # Cleartext channel (SECURITY 4: credentials never cross it) or a mechanism the
+            # server does not offer: defer, saying why.
+            self.auth_failed = Reply.synthesized(451, "4.7.0", str(refusal))
+            self._quit()
 
     def _next(self) -> None:
         """Begin the next transaction if the session can take one; QUIT when all are done."""

@@ -56,6 +56,7 @@ class DeliveryOptions:
     cafile: str | None = None
     smarthost: Smarthost | None = None
     allow_cleartext_auth: bool = False
+    chunking: bool = True  #: use BDAT when offered (RFC 3030)
     timeouts: Timeouts = field(default_factory=Timeouts)
     max_addresses: int = MAX_ADDRESSES
     max_sessions: int = MAX_SESSIONS
@@ -278,6 +279,7 @@ class Deliverer:
             options.helo_name,
             implicit_tls=implicit,
             allow_cleartext_auth=options.allow_cleartext_auth,
+            chunking=options.chunking,
         )
         conn = ClientConnection(config, trace=options.trace)
         driver = SessionDriver(

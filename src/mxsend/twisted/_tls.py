@@ -13,7 +13,7 @@ from typing import Any
 
 from OpenSSL import SSL
 from service_identity import CertificateError, VerificationError
-from service_identity.pyopenssl import verify_hostname
+from service_identity.pyopenssl import verify_hostname, verify_ip_address
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -45,6 +45,11 @@ class ClientTLS:
 
     def __init__(self, hostname: str, *, require_verified: bool, cafile: str | None = None):
         self.hostname = hostname.rstrip(".")
+        try:
+            ipaddress.ip_address(self.hostname)
+            self._is_ip = True
+        except ValueError:
+            self._is_ip = False
         self.info = TLSInfo()
         self._require = require_verified
         self._chain_ok = True
@@ -72,7 +77,10 @@ class ClientTLS:
         self.info.cipher = conn.get_cipher_name()
         name_ok = True
         try:
-            verify_hostname(conn, self.hostname)
+            if self._is_ip:
+                verify_ip_address(conn, self.hostname)  # a smarthost given as an address
+            else:
+                verify_hostname(conn, self.hostname)
         except (VerificationError, CertificateError) as exc:
             name_ok = False
             self.info.problem = (
@@ -87,9 +95,7 @@ class ClientTLS:
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         connection = SSL.Connection(self._context, None)
         connection.set_app_data(tlsProtocol)
-        try:
-            ipaddress.ip_address(self.hostname)
-        except ValueError:
+        if not self._is_ip:  # SNI carries names only (RFC 6066 3)
             connection.set_tlsext_host_name(self.hostname.encode("ascii"))
         connection.set_connect_state()
         return connection
