@@ -97,15 +97,15 @@ def running_postfix() -> Iterator[Postfix]:
     (etc / "main.cf").write_text(MAIN_CF.format(p=root))
     master = Path("/etc/postfix/master.cf").read_text().splitlines()
     lines = []
-    for line in master:
-        words = line.split()
-        if len(words) >= 8 and not line.startswith((" ", "\t", "#")):
-            if words[0] == "smtp" and words[1] == "inet":
-                line = f"127.0.0.1:{port} inet n - n - - smtpd"
-            else:
-                words[4] = "n"  # no chroot
-                line = " ".join(words)
-        lines.append(line)
+    for entry in master:
+        words = entry.split()
+        if len(words) < 8 or entry.startswith((" ", "\t", "#")):
+            lines.append(entry)
+        elif words[0] == "smtp" and words[1] == "inet":
+            lines.append(f"127.0.0.1:{port} inet n - n - - smtpd")
+        else:
+            words[4] = "n"  # no chroot
+            lines.append(" ".join(words))
     (etc / "master.cf").write_text("\n".join(lines) + "\n")
     sasldb = etc / "sasldb2"
     subprocess.run(
