@@ -174,7 +174,8 @@ def test_driver_require_tls_refused_quits() -> None:
         if not out:
             break
         incoming = b"454 4.7.0 no TLS today\r\n" if out == b"STARTTLS\r\n" else server.receive(out)
-    assert driver.tls_failed is not None and driver.tls_failed.code == 454
+    assert driver.tls_failed is not None and driver.tls_failed.code == 451
+    assert "454 4.7.0 no TLS today" in driver.tls_failed.text
 
 
 def test_driver_opportunistic_tls_refused_goes_on() -> None:

@@ -98,7 +98,10 @@ class SessionDriver:
             pass  # the I/O layer starts TLS, then calls connection.tls_established()
         elif isinstance(event, TLSRefused):
             if self._require_tls:
-                self.tls_failed = event.reply
+                # Deferred whatever the code: a man in the middle can forge a 5xx (SECURITY 3).
+                self.tls_failed = Reply.synthesized(
+                    451, "4.7.10", f"TLS is required and the server refused STARTTLS: {event.reply}"
+                )
                 self._quit()
             elif self._mechanism is not None:
                 self._authenticate()
