@@ -81,7 +81,8 @@ def test_recipients_from_headers_and_bcc_removed(world: World, message: Path) ->
 def test_stdin_and_verbose_transcript(world: World) -> None:
     done = mxsend("send", *routed(world, "--to", "ann@alpha.test", "-v"), "-", stdin=MESSAGE)
     assert done.returncode == 0
-    assert b"C: MAIL FROM:<a@x.test>" in done.stderr and b"S: 250" in done.stderr
+    assert b"[127.0.0.3] C: MAIL FROM:<a@x.test>" in done.stderr
+    assert b"[127.0.0.3] S: 250" in done.stderr
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredSemaphore
+from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
@@ -61,6 +61,7 @@ class DeliveryOptions:
     max_addresses: int = MAX_ADDRESSES
     max_sessions: int = MAX_SESSIONS
     parallel: int = 10  #: destinations delivered to at once
+    connections: int = 1  #: concurrent sessions per destination, each reused for its share
     trace: Trace | None = None
 
     @property
@@ -174,14 +175,31 @@ class Deliverer:
     async def _destination(
         self, domain: str, group: list[tuple[int, Message]]
     ) -> list[tuple[int, list[RecipientReport]]]:
-        """Try the destination's hosts in order until every recipient has an outcome that
-        another host would not change, within the address and session limits."""
+        """Route once, then spread the destination's messages over up to ``connections``
+        concurrent sessions, each reusing its connection for its share."""
         started = time.monotonic()
-        pending = {index: _Pending(message) for index, message in group}
         try:
             hosts, port = await self._hosts(domain)
         except RouteError as failure:
+            pending = {index: _Pending(message) for index, message in group}
             return self._finish(pending, failure.reply, 0, started)
+        shares = max(1, min(self._options.connections, len(group)))
+        parts = [group[i::shares] for i in range(shares)]
+        done = await gatherResults(
+            [Deferred.fromCoroutine(self._attempts(hosts, port, part, started)) for part in parts]
+        )
+        return [item for part in done for item in part]
+
+    async def _attempts(
+        self,
+        hosts: list[MXHost],
+        port: int,
+        group: list[tuple[int, Message]],
+        started: float,
+    ) -> list[tuple[int, list[RecipientReport]]]:
+        """Try the hosts in order until every recipient has an outcome that another host
+        would not change, within the address and session limits."""
+        pending = {index: _Pending(message) for index, message in group}
         queue = [(h, a) for h in hosts for a in h.addresses][: self._options.max_addresses]
         policy = self._options.tls_policy
         last_error = Reply.synthesized(451, "4.4.1", "no mail host could be reached")
@@ -281,7 +299,14 @@ class Deliverer:
             allow_cleartext_auth=options.allow_cleartext_auth,
             chunking=options.chunking,
         )
-        conn = ClientConnection(config, trace=options.trace)
+        trace = options.trace
+        if trace is not None:
+            outer = trace
+
+            def trace(direction: str, line: str) -> None:
+                outer(f"[{address}] {direction}", line)  # destinations run side by side
+
+        conn = ClientConnection(config, trace=trace)
         driver = SessionDriver(
             conn,
             todo.values(),
