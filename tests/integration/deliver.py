@@ -20,12 +20,13 @@ async def deliver_to(
     auth: bool = False,
     timeouts: Timeouts | None = None,
     recipients: tuple[str, ...] = ("bob@example.net",),
+    implicit_tls: bool = False,
     **options: Any,
 ) -> list[RecipientReport]:
     mechanism = Plain("user", "secret") if auth else None
     opts = DeliveryOptions(
         "client.test",
-        smarthost=Smarthost("127.0.0.1", port, mechanism),
+        smarthost=Smarthost("127.0.0.1", port, mechanism, tls_on_connect=implicit_tls),
         tls=tls,
         cafile=cafile,
         timeouts=timeouts or Timeouts(),

@@ -8,6 +8,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from mxsend._testca import Issued
 from mxsend._world import _ServerTLS
@@ -56,8 +57,12 @@ class HostileServer:
     live: list[HostileProtocol] = field(default_factory=list)  # open connections
     _listening: Any = None
 
-    def start(self) -> None:
-        self._listening = reactor.listenTCP(0, _Factory(self), interface="127.0.0.1")  # type: ignore[attr-defined]
+    def start(self, *, implicit_tls: bool = False) -> None:
+        factory: Any = _Factory(self)
+        if implicit_tls:
+            assert self.certificate is not None
+            factory = TLSMemoryBIOFactory(_ServerTLS(self.certificate), False, factory)
+        self._listening = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
         self.port = self._listening.getHost().port
 
     def stop(self) -> Any:

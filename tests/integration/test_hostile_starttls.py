@@ -122,3 +122,45 @@ class StartTLSAttacks(TestCase):
 
     def test_may_policy_retries_in_cleartext_after_failed_handshake(self) -> Deferred[None]:
         return self.run_case(self._may_falls_back())
+
+
+class OtherPolicies(TestCase):
+    timeout = 60
+
+    async def _encrypt_accepts_unverified(self) -> None:
+        server = HostileServer(with_starttls(b"220 go\r\n"), certificate=TestCA().issue("x.test"))
+        server.start()
+        self.addCleanup(server.stop)
+        [report] = await deliver_to(server.port, tls=TLSPolicy.ENCRYPT)
+        assert report.status is Status.DELIVERED and report.tls is not None
+        assert not report.tls.verified and server.messages == 1
+
+    def test_encrypt_policy_needs_tls_not_verification(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._encrypt_accepts_unverified())
+
+    async def _encrypt_without_starttls(self) -> None:
+        server = HostileServer(ordinary)
+        server.start()
+        self.addCleanup(server.stop)
+        [report] = await deliver_to(server.port, tls=TLSPolicy.ENCRYPT)
+        assert report.status is Status.DEFERRED and server.messages == 0
+
+    def test_encrypt_policy_without_starttls_defers(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._encrypt_without_starttls())
+
+    async def _implicit_tls(self) -> None:
+        server = HostileServer(ordinary, certificate=CA.issue("127.0.0.1"))
+        server.start(implicit_tls=True)
+        self.addCleanup(server.stop)
+        cafile = self.mktemp()
+        with open(cafile, "wb") as out:
+            out.write(CAFILE_PEM)
+        [report] = await deliver_to(
+            server.port, tls=TLSPolicy.VERIFY, cafile=cafile, implicit_tls=True, auth=False
+        )
+        assert report.status is Status.DELIVERED, report
+        assert report.tls is not None and report.tls.verified
+        assert not any(line.upper() == b"STARTTLS" for line in server.received)
+
+    def test_implicit_tls_smarthost(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._implicit_tls())

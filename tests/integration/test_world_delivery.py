@@ -82,3 +82,21 @@ class WorldDelivery(TestCase):
 
     def test_nxdomain_is_permanent_and_does_not_stop_others(self) -> Deferred[None]:
         return ensureDeferred(self._nxdomain())
+
+
+class PublicAPI(TestCase):
+    timeout = 60
+
+    async def _async_def(self) -> None:
+        from mxsend.twisted import deliver
+
+        world = build_world(reactor)
+        world.start()
+        self.addCleanup(world.stop)
+        options = DeliveryOptions("client.test", mx_port=world.mx_port, cafile=world.cafile)
+        message = Message(Envelope.build("me@client.test", ["ann@alpha.test"]), b"hi\n")
+        [report] = await deliver(reactor, [message], options, dns=world.dns)
+        assert [r.status for r in report.recipients] == [Status.DELIVERED]
+
+    def test_deliver_is_awaitable_from_async_def(self) -> Deferred[None]:
+        return ensureDeferred(self._async_def())

@@ -88,3 +88,20 @@ def test_testing_exports() -> None:
         "ReceivedMessage",
         "converse",
     }
+
+
+def test_twisted_and_routing_exports() -> None:
+    import mxsend.routing
+    import mxsend.twisted
+
+    assert set(mxsend.twisted.__all__) == {
+        "ClientTLS", "Deliverer", "DeliveryOptions", "MessageReport", "RecipientReport",
+        "SMTPClientProtocol", "SessionOutcome", "Smarthost", "TLSInfo", "Timeouts", "deliver",
+    }  # fmt: skip
+    assert set(mxsend.routing.__all__) == {
+        "MAX_ADDRESSES", "MAX_CNAME_CHAIN", "MAX_SESSIONS", "DNSRouter", "Destination",
+        "MXHost", "RouteError", "TLSPolicy", "interleave", "make_resolver", "order_mx",
+    }  # fmt: skip
+    for module in (mxsend.twisted, mxsend.routing):
+        for name in module.__all__:
+            assert getattr(module, name) is not None

@@ -6,6 +6,7 @@ from mxsend.twisted._deliver import (
     MessageReport,
     RecipientReport,
     Smarthost,
+    deliver,
 )
 from mxsend.twisted._protocol import SessionOutcome, SMTPClientProtocol, Timeouts
 from mxsend.twisted._tls import ClientTLS, TLSInfo
@@ -21,4 +22,5 @@ __all__ = [
     "Smarthost",
     "TLSInfo",
     "Timeouts",
+    "deliver",
 ]

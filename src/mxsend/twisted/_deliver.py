@@ -28,7 +28,15 @@ from mxsend.protocol import (
     Status,
     Trace,
 )
-from mxsend.routing import MAX_ADDRESSES, MAX_SESSIONS, DNSRouter, MXHost, RouteError, TLSPolicy
+from mxsend.routing import (
+    MAX_ADDRESSES,
+    MAX_SESSIONS,
+    DNSRouter,
+    MXHost,
+    RouteError,
+    TLSPolicy,
+    make_resolver,
+)
 from mxsend.twisted._protocol import SessionOutcome, SMTPClientProtocol, Timeouts
 from mxsend.twisted._tls import ClientTLS, TLSInfo
 
@@ -42,10 +50,11 @@ class Smarthost:
     host: str
     port: int = 587
     mechanism: Mechanism | None = None
+    tls_on_connect: bool | None = None  #: None: implicit TLS exactly when the port is 465
 
     @property
     def implicit_tls(self) -> bool:
-        return self.port == 465
+        return self.port == 465 if self.tls_on_connect is None else self.tls_on_connect
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,3 +365,18 @@ def _undecided(pending: _Pending) -> Message | None:
     if not keep:
         return None
     return Message(replace(pending.message.envelope, recipients=keep), pending.message.content)
+
+
+def deliver(
+    reactor: Any,
+    messages: Sequence[Message],
+    options: DeliveryOptions,
+    *,
+    dns: tuple[str, int] | None = None,
+) -> Deferred[list[MessageReport]]:
+    """Deliver ``messages``, asking the DNS server ``dns`` (host, port) or the system's.
+
+    Fires with a :class:`MessageReport` per message; ``await`` it from ``async def`` code.
+    """
+    router = DNSRouter(make_resolver(dns, reactor), reactor)
+    return Deliverer(reactor, router, options).deliver(messages)
