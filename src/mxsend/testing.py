@@ -247,8 +247,8 @@ class FakeResolver:
         self.ttl = ttl
         self.queries: list[tuple[str, str]] = []
 
-    def _answer(self, name: str, kind: str, make: Callable[[str], list[Any]]) -> Any:
-        self.queries.append((name, kind))
+    def _answer(self, name: str, kind: int, table: Mapping[str, list[Any]], make: Any) -> Any:
+        self.queries.append((name, dns.QUERY_TYPES[kind]))
         if name in self.servfail:
             return fail(error.DNSServerError(name))
         if name in self.nxdomain:
@@ -257,34 +257,17 @@ class FakeResolver:
             target = self.cname[name]
             record = dns.RRHeader(name, dns.CNAME, ttl=self.ttl, payload=dns.Record_CNAME(target))
             return succeed(([record], [], []))
-        return succeed((make(name), [], []))
+        answers = [
+            dns.RRHeader(name, kind, ttl=self.ttl, payload=make(value))
+            for value in table.get(name, [])
+        ]
+        return succeed((answers, [], []))
 
     def lookupMailExchange(self, name: str, timeout: Any = None) -> Any:
-        return self._answer(
-            name,
-            "MX",
-            lambda n: [
-                dns.RRHeader(n, dns.MX, ttl=self.ttl, payload=dns.Record_MX(p, host))
-                for p, host in self.mx.get(n, [])
-            ],
-        )
+        return self._answer(name, dns.MX, self.mx, lambda mx: dns.Record_MX(*mx))
 
     def lookupAddress(self, name: str, timeout: Any = None) -> Any:
-        return self._answer(
-            name,
-            "A",
-            lambda n: [
-                dns.RRHeader(n, dns.A, ttl=self.ttl, payload=dns.Record_A(ip))
-                for ip in self.a.get(n, [])
-            ],
-        )
+        return self._answer(name, dns.A, self.a, dns.Record_A)
 
     def lookupIPV6Address(self, name: str, timeout: Any = None) -> Any:
-        return self._answer(
-            name,
-            "AAAA",
-            lambda n: [
-                dns.RRHeader(n, dns.AAAA, ttl=self.ttl, payload=dns.Record_AAAA(ip))
-                for ip in self.aaaa.get(n, [])
-            ],
-        )
+        return self._answer(name, dns.AAAA, self.aaaa, dns.Record_AAAA)

@@ -85,28 +85,13 @@ class SessionDriver:
         if isinstance(event, Ready):
             if not event.encrypted and self._starttls and event.capabilities.starttls:
                 conn.start_tls()
-            elif not event.encrypted and self._require_tls:
-                self.tls_failed = Reply.synthesized(
-                    451, "4.7.10", "TLS is required and the server does not offer STARTTLS"
-                )
-                self._quit()
-            elif self._mechanism is not None:
-                self._authenticate()
             else:
-                self._next()
+                self._without_tls(event.encrypted, "the server does not offer STARTTLS")
         elif isinstance(event, TLSRequested):
             pass  # the I/O layer starts TLS, then calls connection.tls_established()
         elif isinstance(event, TLSRefused):
-            if self._require_tls:
-                # Deferred whatever the code: a man in the middle can forge a 5xx (SECURITY 3).
-                self.tls_failed = Reply.synthesized(
-                    451, "4.7.10", f"TLS is required and the server refused STARTTLS: {event.reply}"
-                )
-                self._quit()
-            elif self._mechanism is not None:
-                self._authenticate()
-            else:
-                self._next()
+            # A refusal's code is not trusted: a man in the middle can forge a 5xx (SECURITY 3).
+            self._without_tls(False, f"the server refused STARTTLS: {event.reply}")
         elif isinstance(event, Authenticated):
             self._next()
         elif isinstance(event, AuthenticationFailed):
@@ -119,6 +104,17 @@ class SessionDriver:
         elif isinstance(event, TransactionCompleted):
             self._bodies.pop(event.result.transaction_id, None)
             self.results.append(event.result)
+            self._next()
+
+    def _without_tls(self, encrypted: bool, why: str) -> None:
+        """Go on without (more) STARTTLS: defer everything if TLS was required, else AUTH
+        when asked to, then the messages."""
+        if not encrypted and self._require_tls:
+            self.tls_failed = Reply.synthesized(451, "4.7.10", f"TLS is required and {why}")
+            self._quit()
+        elif self._mechanism is not None:
+            self._authenticate()
+        else:
             self._next()
 
     def _authenticate(self) -> None:
