@@ -38,12 +38,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _host_port(text: str, default_port: int) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
-    if not sep:
-        host, port = text.strip("[]"), str(default_port)
+    """``host``, ``host:port``, ``[v6]``, ``[v6]:port`` or a bare IPv6 address."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else str(default_port) if not rest else "bad"
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, str(default_port)
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"expected HOST[:PORT], got {text!r}")
-    return host.strip("[]"), int(port)
+    return host, int(port)
 
 
 def _dns_server(text: str) -> tuple[str, int]:
@@ -181,11 +186,8 @@ def _strip_bcc(content: bytes) -> bytes:
     kept: list[bytes] = []
     skipping = False
     for line in head.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t") and kept is not None:
-            if not skipping:
-                kept.append(line)
-            continue
-        skipping = line.lower().startswith(b"bcc:")
+        if line[:1] not in (b" ", b"\t"):  # a new header; continuation lines follow theirs
+            skipping = line.lower().startswith(b"bcc:")
         if not skipping:
             kept.append(line)
     return b"".join(kept) + body

@@ -44,3 +44,20 @@ def test_usage_error_is_one_line_and_64(capsys: pytest.CaptureFixture[str]) -> N
 def test_version() -> None:
     done = run("--version")
     assert done.returncode == 0 and done.stdout.startswith("mxsend ")
+
+
+def test_host_port_forms() -> None:
+    import argparse
+
+    from mxsend._cli import _host_port, _strip_bcc
+
+    assert _host_port("mail.example", 25) == ("mail.example", 25)
+    assert _host_port("mail.example:587", 25) == ("mail.example", 587)
+    assert _host_port("[::1]:2525", 25) == ("::1", 2525)
+    assert _host_port("[::1]", 25) == ("::1", 25)
+    assert _host_port("2001:db8::1", 25) == ("2001:db8::1", 25)
+    for bad in ("host:0", "host:x", "[::1]x", ":25", "host:70000"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _host_port(bad, 25)
+    message = b"To: a@x\r\nBcc: b@x,\r\n c@x\r\nSubject: s\r\n\r\nBcc: body stays\r\n"
+    assert _strip_bcc(message) == b"To: a@x\r\nSubject: s\r\n\r\nBcc: body stays\r\n"

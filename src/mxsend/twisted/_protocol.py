@@ -43,14 +43,12 @@ class Timeouts:
     other: float = 300
 
     def for_stage(self, stage: str) -> float:
-        return {
-            "greeting": self.greeting,
-            "MAIL": self.mail,
-            "RCPT": self.rcpt,
-            "DATA": self.data,
-            ".": self.final,
-            "BDAT": self.final,
-        }.get(stage, self.other)
+        return float(getattr(self, _STAGES.get(stage, "other")))
+
+
+# The stage a reply answers (ClientConnection.awaiting) -> the Timeouts field for it.
+_STAGES = {"greeting": "greeting", "MAIL": "mail", "RCPT": "rcpt", "DATA": "data",
+           ".": "final", "BDAT": "final"}  # fmt: skip
 
 
 @dataclass
