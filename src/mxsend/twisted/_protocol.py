@@ -14,7 +14,6 @@ from twisted.python.failure import Failure
 
 from mxsend.protocol import (
     ClientConnection,
-    Closed,
     ProtocolError,
     Reply,
     ServerClosing,
@@ -136,8 +135,6 @@ class SMTPClientProtocol(Protocol):
                 self.outcome.refused = event.reply
             elif isinstance(event, ServerClosing):
                 self.outcome.closing = event.reply
-            elif isinstance(event, Closed):
-                pass
             self._driver.handle(event)
 
     def _start_tls(self) -> None:
