@@ -29,6 +29,7 @@ from mxsend.protocol import (
     Status,
     TransactionCompleted,
     XOAuth2,
+    scan_body,
 )
 from mxsend.protocol._auth import saslprep
 from mxsend.protocol._commands import Command, Verb
@@ -329,3 +330,26 @@ def test_more_than_max_auth_rounds_aborts() -> None:
     with pytest.raises(RemoteProtocolError):
         drain(conn)
     assert conn.capabilities.auth_mechanisms == {"PLAIN"}
+
+
+def test_long_line_message_is_refused_alone_before_its_transaction() -> None:
+    server = FakeServer()
+    long_line = b"Subject: x\n\n" + b"y" * 999 + b"\n"
+    _, driver, _ = run(server, [msg(content=long_line), msg(), msg(content=b"z" * 998 + b"\r\n")])
+    first, second, third = driver.results
+    assert first.recipients[0].status is Status.FAILED
+    assert (first.recipients[0].reply.code, str(first.recipients[0].reply.enhanced)) == (
+        554,
+        "5.6.0",
+    )
+    assert second.recipients[0].status is third.recipients[0].status is Status.DELIVERED
+    assert len(server.messages) == 2  # nothing of the long one went out
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"a\rb", b"x" * 998, b"x" * 999, b"a\r\n" + b"b" * 999, b"\n" * 5]
+)
+def test_has_long_line_agrees_with_the_encoder(data: bytes) -> None:
+    from mxsend.protocol._encoder import has_long_line
+
+    assert has_long_line(data) == (scan_body(data).long_lines > 0)

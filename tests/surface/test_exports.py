@@ -99,7 +99,7 @@ def test_twisted_and_routing_exports() -> None:
         "SMTPClientProtocol", "SessionOutcome", "Smarthost", "TLSInfo", "Timeouts", "deliver",
     }  # fmt: skip
     assert set(mxsend.routing.__all__) == {
-        "MAX_ADDRESSES", "MAX_CNAME_CHAIN", "MAX_SESSIONS", "DNSRouter", "Destination",
+        "MAX_ADDRESSES", "MAX_CNAME_CHAIN", "MAX_SESSIONS", "DNSRouter",
         "MXHost", "RouteError", "TLSPolicy", "interleave", "make_resolver", "order_mx",
     }  # fmt: skip
     for module in (mxsend.twisted, mxsend.routing):

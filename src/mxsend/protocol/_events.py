@@ -67,9 +67,6 @@ class TransactionResult:
     final_reply: Reply | None
     dropped: tuple[str, ...] = ()
 
-    def with_status(self, status: Status) -> tuple[RecipientResult, ...]:
-        return tuple(r for r in self.recipients if r.status is status)
-
 
 @dataclass(frozen=True, slots=True)
 class Greeted:

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 from mxsend.protocol._auth import Mechanism
 from mxsend.protocol._connection import ClientConnection
+from mxsend.protocol._encoder import MAX_LINE_OCTETS, LinePolicy, has_long_line
 from mxsend.protocol._errors import (
     ExtensionRequiredError,
+    LineTooLongError,
     LocalProtocolError,
     MessageTooLargeError,
 )
@@ -133,14 +135,20 @@ class SessionDriver:
         while self._messages and conn.state is State.READY:
             message = self._messages.popleft()
             try:
+                self._check_lines(message.content)
                 ident = conn.begin_transaction(message.envelope)
-            except (ExtensionRequiredError, MessageTooLargeError) as refusal:
+            except (ExtensionRequiredError, MessageTooLargeError, LineTooLongError) as refusal:
                 self.results.append(_refused(message.envelope, refusal.reply))
                 continue
             self._bodies[ident] = message.content
             return
         if not self._messages and conn.state is State.READY:
             self._quit()
+
+    def _check_lines(self, content: bytes) -> None:
+        # Refused before the transaction: mid-DATA, only aborting the session would be left.
+        if self.connection.config.line_policy is LinePolicy.REJECT and has_long_line(content):
+            raise LineTooLongError(f"message has a line over {MAX_LINE_OCTETS} octets")
 
     def _quit(self) -> None:
         if not self._quitting and self.connection.state is State.READY:

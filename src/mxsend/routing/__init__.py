@@ -8,7 +8,6 @@ from mxsend.routing._dns import MAX_CNAME_CHAIN, DNSRouter, make_resolver
 from mxsend.routing._mx import (
     MAX_ADDRESSES,
     MAX_SESSIONS,
-    Destination,
     MXHost,
     RouteError,
     TLSPolicy,
@@ -21,7 +20,6 @@ __all__ = [
     "MAX_CNAME_CHAIN",
     "MAX_SESSIONS",
     "DNSRouter",
-    "Destination",
     "MXHost",
     "RouteError",
     "TLSPolicy",

@@ -12,7 +12,6 @@ from mxsend.protocol import Reply
 __all__ = [
     "MAX_ADDRESSES",
     "MAX_SESSIONS",
-    "Destination",
     "MXHost",
     "RouteError",
     "TLSPolicy",
@@ -57,22 +56,6 @@ class MXHost:
     preference: int
     addresses: tuple[str, ...] = ()
     implicit: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Destination:
-    """A domain (or smarthost) and the hosts to try, in order, with its TLS policy."""
-
-    domain: str
-    hosts: tuple[MXHost, ...]
-    tls: TLSPolicy
-    port: int = 25
-    smarthost: bool = False
-
-    def attempts(self, limit: int = MAX_ADDRESSES) -> list[tuple[MXHost, str]]:
-        """(host, address) pairs to try, at most ``limit``."""
-        pairs = [(host, address) for host in self.hosts for address in host.addresses]
-        return pairs[:limit]
 
 
 def order_mx(
