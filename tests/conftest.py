@@ -17,6 +17,14 @@ from pathlib import Path
 import pytest
 
 
+def run_mxsend(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """``python -m mxsend ARGS`` in a child process, output captured as bytes."""
+    return subprocess.run(
+        [sys.executable, "-m", "mxsend", *args], input=stdin, capture_output=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+
+
 @dataclass
 class World:
     dns_port: int

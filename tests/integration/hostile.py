@@ -69,6 +69,13 @@ class HostileServer:
         return self._listening.stopListening()
 
 
+def serving(case: Any, server: HostileServer, *, implicit_tls: bool = False) -> HostileServer:
+    """Start ``server`` for a trial test ``case``; it stops when the test ends."""
+    server.start(implicit_tls=implicit_tls)
+    case.addCleanup(server.stop)
+    return server
+
+
 class HostileProtocol(Protocol):
     def __init__(self, server: HostileServer) -> None:
         self.server = server

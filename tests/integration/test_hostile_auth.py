@@ -8,7 +8,7 @@ from twisted.trial.unittest import TestCase
 from mxsend.protocol import Status
 from mxsend.routing import TLSPolicy
 from tests.integration.deliver import deliver_to
-from tests.integration.hostile import HostileProtocol, HostileServer, ordinary
+from tests.integration.hostile import HostileProtocol, HostileServer, ordinary, serving
 
 
 def offers_auth(line: bytes, proto: HostileProtocol) -> None:
@@ -24,9 +24,7 @@ class CleartextAuth(TestCase):
     timeout = 30
 
     async def _no_auth_line(self) -> None:
-        server = HostileServer(offers_auth)
-        server.start()
-        self.addCleanup(server.stop)
+        server = serving(self, HostileServer(offers_auth))
         [report] = await deliver_to(server.port, tls=TLSPolicy.MAY, auth=True)
         assert report.status is Status.DEFERRED
         assert "unencrypted" in report.reply.text
@@ -38,9 +36,7 @@ class CleartextAuth(TestCase):
         return Deferred.fromCoroutine(self._no_auth_line())
 
     async def _explicitly_allowed(self) -> None:
-        server = HostileServer(offers_auth)
-        server.start()
-        self.addCleanup(server.stop)
+        server = serving(self, HostileServer(offers_auth))
         [report] = await deliver_to(
             server.port, tls=TLSPolicy.NONE, auth=True, allow_cleartext_auth=True
         )

@@ -12,7 +12,7 @@ from twisted.trial.unittest import TestCase
 from mxsend.protocol import Status
 from mxsend.twisted import Timeouts
 from tests.integration.deliver import deliver_to
-from tests.integration.hostile import HostileProtocol, HostileServer, ordinary
+from tests.integration.hostile import HostileProtocol, HostileServer, ordinary, serving
 
 SHORT = Timeouts(connect=5, greeting=1.5, mail=1.5, rcpt=1.5, data=1.5, final=1.5, other=1.5)
 
@@ -21,10 +21,7 @@ class Hostile(TestCase):
     timeout = 60
 
     def serve(self, **kwargs: Any) -> HostileServer:
-        server = HostileServer(**kwargs)
-        server.start()
-        self.addCleanup(server.stop)
-        return server
+        return serving(self, HostileServer(**kwargs))
 
     async def _deferred(self, server: HostileServer, text: str) -> None:
         [report] = await deliver_to(server.port, timeouts=SHORT)

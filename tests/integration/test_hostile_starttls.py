@@ -12,7 +12,7 @@ from mxsend._testca import TestCA
 from mxsend.protocol import Status
 from mxsend.routing import TLSPolicy
 from tests.integration.deliver import deliver_to
-from tests.integration.hostile import HostileProtocol, HostileServer, ordinary
+from tests.integration.hostile import HostileProtocol, HostileServer, ordinary, serving
 
 CA = TestCA()
 CAFILE_PEM = CA.cert_pem
@@ -43,10 +43,7 @@ class StartTLSAttacks(TestCase):
         issued = (TestCA() if name == "self-signed" else CA).issue(
             "127.0.0.1" if name == "self-signed" else name, expired=expired
         )
-        server = HostileServer(respond, certificate=issued)
-        server.start()
-        self.addCleanup(server.stop)
-        return server
+        return serving(self, HostileServer(respond, certificate=issued))
 
     def cafile(self) -> str:
         path = self.mktemp()
@@ -128,9 +125,9 @@ class OtherPolicies(TestCase):
     timeout = 60
 
     async def _encrypt_accepts_unverified(self) -> None:
-        server = HostileServer(with_starttls(b"220 go\r\n"), certificate=TestCA().issue("x.test"))
-        server.start()
-        self.addCleanup(server.stop)
+        server = serving(
+            self, HostileServer(with_starttls(b"220 go\r\n"), certificate=TestCA().issue("x.test"))
+        )
         [report] = await deliver_to(server.port, tls=TLSPolicy.ENCRYPT)
         assert report.status is Status.DELIVERED and report.tls is not None
         assert not report.tls.verified and server.messages == 1
@@ -139,9 +136,7 @@ class OtherPolicies(TestCase):
         return Deferred.fromCoroutine(self._encrypt_accepts_unverified())
 
     async def _encrypt_without_starttls(self) -> None:
-        server = HostileServer(ordinary)
-        server.start()
-        self.addCleanup(server.stop)
+        server = serving(self, HostileServer(ordinary))
         [report] = await deliver_to(server.port, tls=TLSPolicy.ENCRYPT)
         assert report.status is Status.DEFERRED and server.messages == 0
 
@@ -149,9 +144,9 @@ class OtherPolicies(TestCase):
         return Deferred.fromCoroutine(self._encrypt_without_starttls())
 
     async def _implicit_tls(self) -> None:
-        server = HostileServer(ordinary, certificate=CA.issue("127.0.0.1"))
-        server.start(implicit_tls=True)
-        self.addCleanup(server.stop)
+        server = serving(
+            self, HostileServer(ordinary, certificate=CA.issue("127.0.0.1")), implicit_tls=True
+        )
         cafile = self.mktemp()
         with open(cafile, "wb") as out:
             out.write(CAFILE_PEM)

@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import World
+from tests.conftest import run_mxsend as mxsend
 
 MESSAGE = b"From: a@x.test\nTo: ann@alpha.test\nBcc: hidden@beta.test\nSubject: t\n\nhello\n"
-
-
-def mxsend(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "mxsend", *args],
-        input=stdin,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def routed(world: World, *args: str) -> list[str]:
