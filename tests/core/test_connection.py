@@ -71,6 +71,7 @@ def test_starttls_response_injection_aborts(injected: bytes) -> None:
 def test_bytes_arriving_before_tls_starts_abort() -> None:
     conn = connect(["STARTTLS"])
     conn.start_tls()
+    assert conn.data_to_send() == b"STARTTLS\r\n"
     conn.receive_data(b"220 go\r\n")
     assert type(drain(conn)[0]).__name__ == "TLSRequested"
     conn.receive_data(b"250 forged\r\n")
@@ -99,9 +100,11 @@ def test_scram_server_signature_must_verify() -> None:
     first = (
         b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
     )
+    conn.data_to_send()  # the commands go out before their replies come in
     conn.receive_data(b"334 " + base64.b64encode(first) + b"\r\n")
     assert drain(conn) == []
     forged = base64.b64encode(b"v=" + base64.b64encode(b"x" * 32))
+    conn.data_to_send()  # the commands go out before their replies come in
     conn.receive_data(b"334 " + forged + b"\r\n")
     with pytest.raises(AuthenticationError):
         drain(conn)
@@ -110,6 +113,7 @@ def test_scram_server_signature_must_verify() -> None:
 def test_scram_success_without_server_proof_is_refused() -> None:
     conn = connect(["AUTH SCRAM-SHA-256"], ClientConfig("c.example", implicit_tls=True))
     conn.authenticate(ScramSHA256("user", "pencil"))
+    conn.data_to_send()  # the commands go out before their replies come in
     conn.receive_data(b"235 ok\r\n")
     with pytest.raises(AuthenticationError):
         drain(conn)
@@ -120,11 +124,27 @@ def test_unexpected_extra_challenge_aborts() -> None:
 
     conn = connect(["AUTH LOGIN"], ClientConfig("c.example", implicit_tls=True))
     conn.authenticate(Login("u", "p"))
-    conn.receive_data(b"334 VXNlcm5hbWU6\r\n" * 2)
-    drain(conn)
+    for _ in range(2):  # username, password
+        conn.data_to_send()
+        conn.receive_data(b"334 VXNlcm5hbWU6\r\n")
+        drain(conn)
+    conn.data_to_send()
     conn.receive_data(b"334 VXNlcm5hbWU6\r\n")
     with pytest.raises(AuthenticationError):
         drain(conn)
+
+
+def test_two_challenges_in_one_read_abort() -> None:
+    from mxsend.protocol import Login
+
+    conn = connect(["AUTH LOGIN"], ClientConfig("c.example", implicit_tls=True))
+    conn.authenticate(Login("u", "p"))
+    conn.data_to_send()
+    # The second challenge arrived before the answer to the first was sent.
+    conn.receive_data(b"334 VXNlcm5hbWU6\r\n" * 2)
+    with pytest.raises(RemoteProtocolError, match="no command outstanding"):
+        drain(conn)
+    assert conn.state is State.ERROR and conn.data_to_send() == b""
 
 
 def test_reply_with_nothing_outstanding_is_an_error() -> None:
@@ -172,6 +192,7 @@ def test_pipelined_group_is_one_write() -> None:
 def test_connection_lost_after_final_dot_is_outcome_unknown() -> None:
     conn = connect(["PIPELINING"])
     conn.begin_transaction(ENVELOPE)
+    conn.data_to_send()  # the commands go out before their replies come in
     conn.receive_data(b"250 ok\r\n250 ok\r\n550 no\r\n354 go\r\n")
     assert isinstance(drain(conn)[-1], BodyRequested)
     conn.send_body(b"hello\r\n")
@@ -187,6 +208,7 @@ def test_connection_lost_after_final_dot_is_outcome_unknown() -> None:
 def test_connection_lost_before_data_is_plain_deferral() -> None:
     conn = connect(["PIPELINING"])
     conn.begin_transaction(ENVELOPE)
+    conn.data_to_send()  # the commands go out before their replies come in
     conn.receive_data(b"250 ok\r\n")
     drain(conn)
     conn.connection_lost("timed out")
@@ -226,6 +248,7 @@ def test_354_after_every_recipient_refused_sends_only_the_dot() -> None:
 def test_session_waits_for_data_reply_before_next_transaction() -> None:
     conn = connect(["PIPELINING"])
     conn.begin_transaction(ENVELOPE)
+    conn.data_to_send()  # the commands go out before their replies come in
     conn.receive_data(b"550 sender refused\r\n")
     assert drain(conn) == []
     assert conn.state is State.MAIL  # DATA's reply is still due: nothing may follow it yet

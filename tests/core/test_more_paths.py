@@ -131,10 +131,13 @@ def test_parameters_and_drops() -> None:
         )
     )
     assert bare.data_to_send() == b"MAIL FROM:<>\r\n"
-    bare.receive_data(b"250 ok\r\n250 ok\r\n354 go\r\n")
-    drain(bare)
+    for reply in (b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n"):  # no PIPELINING: in turn
+        bare.receive_data(reply)
+        drain(bare)
+        bare.data_to_send()
     bare.send_body(b"x")
     bare.end_body()
+    bare.data_to_send()
     bare.receive_data(b"250 ok\r\n")
     [done] = drain(bare)
     assert isinstance(done, TransactionCompleted)
@@ -147,6 +150,7 @@ def test_parameters_and_drops() -> None:
 def test_starttls_refused_and_tls_policies() -> None:
     conn = connect(["STARTTLS"])
     conn.start_tls()
+    conn.data_to_send()
     conn.receive_data(b"454 4.7.0 TLS not available\r\n")
     assert type(conn.next_event()).__name__ == "TLSRefused"
     assert conn.state is State.READY and not conn.encrypted
@@ -305,8 +309,10 @@ def test_ehlo_refused_after_tls_does_not_fall_back() -> None:
     conn.receive_data(b"500 no\r\n")
     assert type(conn.next_event()).__name__ == "SessionRefused"
     helo = ClientConnection(ClientConfig("client.example"))
-    helo.receive_data(b"220 mx\r\n500 no\r\n")
-    drain(helo)
+    for reply in (b"220 mx\r\n", b"500 no\r\n"):
+        helo.receive_data(reply)
+        drain(helo)
+        helo.data_to_send()
     helo.receive_data(b"501 no helo either\r\n")
     assert type(helo.next_event()).__name__ == "SessionRefused"
 

@@ -3,8 +3,14 @@
 Feed received bytes to :meth:`ClientConnection.receive_data`, read events from
 :meth:`~ClientConnection.next_event`, write :meth:`~ClientConnection.data_to_send` to the
 peer. Every command sent is queued with the reply it expects; every complete reply pops the
-oldest (RFC 2920 3.1), so pipelining needs no locks, and a reply with nothing outstanding is a
-protocol error.
+oldest (RFC 2920 3.1), so pipelining needs no locks.
+
+A command counts as sent once :meth:`~ClientConnection.data_to_send` has handed it out. Replies
+are parsed as soon as their bytes arrive, and each must answer a command sent before then and not
+yet answered: a reply that arrives ahead of its command (one appended to a greeting, an EHLO
+reply, a 220 to STARTTLS or a pipelined group) would otherwise be matched to whatever the
+client sends next and shift every later reply by one (SMTP desynchronisation). Such a reply is a
+protocol error before any reply of that read is acted on.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import binascii
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 from mxsend.protocol._address import validate_domain
 from mxsend.protocol._auth import Mechanism
@@ -142,6 +149,9 @@ class ClientConnection:
         self._state = State.GREETING
         self._parser = ReplyParser()
         self._expected: deque[_Expect] = deque([_Expect(Verb.GREETING)])
+        self._sent = 1  # expects at the front of _expected whose command was handed out
+        self._inbox: deque[Reply] = deque()  # complete replies received, not yet handled
+        self._broken: RemoteProtocolError | None = None  # found on arrival, raised in order
         self._held: deque[tuple[bytes, _Expect]] = deque()  # waiting their turn, no pipelining
         self._out: list[bytes] = []
         self._events: deque[Event] = deque()
@@ -190,7 +200,9 @@ class ClientConnection:
         return self._replies, self._expected[0].verb.value
 
     def data_to_send(self) -> bytes:
-        """The bytes to write to the peer now (possibly empty)."""
+        """The bytes to write to the peer now (possibly empty). The commands in them count as
+        sent from now on: only replies received after this call may answer them."""
+        self._sent = len(self._expected)
         out = b"".join(self._out)
         self._out.clear()
         return out
@@ -198,33 +210,54 @@ class ClientConnection:
     # -- input ------------------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
-        """Bytes from the peer; ``b""`` means the peer closed the connection."""
-        if data:
-            if self._state is not State.CLOSED:
-                self._parser.feed(data)
-        else:
+        """Bytes from the peer; ``b""`` means the peer closed the connection.
+
+        Complete replies are parsed and checked here, on arrival; errors surface from
+        :meth:`next_event`, before any reply received with them is acted on."""
+        if not data:
             self._eof = True
+            return
+        if self._state in (State.CLOSED, State.ERROR) or self._broken is not None:
+            return
+        if self._state is State.TLS:
+            self._broken = ResponseInjectionError(
+                "data received after 220 to STARTTLS, before TLS"
+            )
+            return
+        parser = self._parser
+        parser.feed(data)
+        inbox = self._inbox
+        try:
+            while (reply := parser.next_reply()) is not None:
+                if len(inbox) >= self._sent and reply.code != 421:
+                    raise self._unsolicited(reply)
+                inbox.append(reply)
+                if reply.code == 421:
+                    break  # the server is closing (RFC 5321 3.8): nothing after it counts
+        except RemoteProtocolError as exc:
+            self._broken = exc
+
+    def _unsolicited(self, reply: Reply) -> RemoteProtocolError:
+        if self._expected and self._expected[-1].verb is Verb.STARTTLS:
+            # RFC 3207 5 and the NO STARTTLS study: replies forged ahead of the handshake.
+            return ResponseInjectionError(f"reply received with the 220 to STARTTLS: {reply}")
+        return RemoteProtocolError(f"reply with no command outstanding: {reply}")
 
     def next_event(self) -> Event | None:
         """The next event, or None until more data arrives."""
         while not self._events:
             if self._state is State.ERROR:
                 raise RemoteProtocolError("connection is in the error state")
-            if self._state is State.TLS and self._parser.pending:
-                self._error()
-                raise ResponseInjectionError("data received after 220 to STARTTLS, before TLS")
             if self._state is State.CLOSED:
                 return None
-            try:
-                reply = self._parser.next_reply()
-            except RemoteProtocolError:
-                self._error()
-                raise
-            if reply is None:
+            if self._broken is not None:
+                self._fail_protocol(self._broken)
+            if not self._inbox:
                 if self._eof:
                     self.connection_lost("connection closed by the server")
                     continue
                 return None
+            reply = self._inbox.popleft()
             if self._trace is not None:
                 last = len(reply.lines) - 1
                 for i, line in enumerate(reply.lines):
@@ -235,6 +268,11 @@ class ClientConnection:
                 self._error()
                 raise
         return self._events.popleft()
+
+    def _fail_protocol(self, exc: RemoteProtocolError) -> NoReturn:
+        self._inbox.clear()
+        self._error()
+        raise exc
 
     def connection_lost(self, reason: str = "connection lost") -> None:
         """The transport is gone: unfinished transactions complete as deferred (RFC 5321
@@ -250,6 +288,8 @@ class ClientConnection:
             self._complete(txn, reply, unknown=unknown, distrust=distrust)
         self._expected.clear()
         self._held.clear()
+        self._inbox.clear()
+        self._sent = 0
         self._current = None
         self._move(Input.CONNECTION_LOST)
         self._events.append(Closed())
@@ -504,6 +544,7 @@ class ClientConnection:
             self._server_closing(reply)
             return
         expect = self._expected.popleft()
+        self._sent -= 1
         txn = expect.transaction
         if txn is not None:
             txn.outstanding -= 1
@@ -553,7 +594,7 @@ class ClientConnection:
             self._events.append(TLSRefused(reply))
             return
         # RFC 3207 5 and the NO STARTTLS study: nothing may follow the 220 in cleartext.
-        if self._parser.pending or self._expected:
+        if self._parser.pending or self._inbox or self._expected:
             raise ResponseInjectionError("data received after 220 to STARTTLS, before TLS")
         self._move(Input.STARTTLS_OK)
         self._events.append(TLSRequested())
@@ -685,6 +726,8 @@ class ClientConnection:
             self._complete(txn, reply, unknown=False)
         self._expected.clear()
         self._held.clear()
+        self._inbox.clear()
+        self._sent = 0
         self._current = None
         self._move(Input.SERVER_CLOSING)
         self._events.append(ServerClosing(reply))
