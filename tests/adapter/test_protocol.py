@@ -65,7 +65,7 @@ def test_trickling_server_cannot_extend_the_deadline() -> None:
 
 
 def test_each_stage_has_its_own_deadline() -> None:
-    h = Harness(Timeouts(greeting=10, other=20, mail=30, rcpt=30, data=5))
+    h = Harness(Timeouts(greeting=10, ehlo=20, mail=30, rcpt=30, data=5))
     h.feed(b"220 mx\r\n")
     assert h.sent() == b"EHLO client.example\r\n"
     h.clock.advance(19)

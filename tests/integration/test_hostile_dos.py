@@ -14,7 +14,7 @@ from mxsend.twisted import Timeouts
 from tests.integration.deliver import deliver_to
 from tests.integration.hostile import HostileProtocol, HostileServer, ordinary, serving
 
-SHORT = Timeouts(connect=5, greeting=1.5, mail=1.5, rcpt=1.5, data=1.5, final=1.5, other=1.5)
+SHORT = Timeouts().with_specs(["all=1.5", "connect=5"])
 
 
 class Hostile(TestCase):

@@ -24,10 +24,13 @@ EXPECTED = {
     "BodyInfo",
     "BodyRequested",
     "Capabilities",
+    "CHUNK_SIZE",
     "CleartextAuthError",
     "ClientConfig",
     "ClientConnection",
     "Closed",
+    "Content",
+    "ContentError",
     "CramMD5",
     "EnhancedStatus",
     "Envelope",
@@ -95,7 +98,7 @@ def test_twisted_and_routing_exports() -> None:
     import mxsend.twisted
 
     assert set(mxsend.twisted.__all__) == {
-        "ClientTLS", "Deliverer", "DeliveryOptions", "MessageReport", "RecipientReport",
+        "STAGES", "ClientTLS", "Deliverer", "DeliveryOptions", "MessageReport", "RecipientReport",
         "SMTPClientProtocol", "SessionOutcome", "Smarthost", "TLSInfo", "Timeouts", "deliver",
     }  # fmt: skip
     assert set(mxsend.routing.__all__) == {

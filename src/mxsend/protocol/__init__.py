@@ -29,11 +29,13 @@ from mxsend.protocol._auth import (
 )
 from mxsend.protocol._capabilities import Capabilities
 from mxsend.protocol._connection import MAX_AUTH_ROUNDS, ClientConfig, ClientConnection, Trace
+from mxsend.protocol._content import CHUNK_SIZE, Content
 from mxsend.protocol._encoder import MAX_LINE_OCTETS, BodyEncoder, BodyInfo, LinePolicy, scan_body
 from mxsend.protocol._errors import (
     AddressError,
     AuthenticationError,
     CleartextAuthError,
+    ContentError,
     ExtensionRequiredError,
     LineTooLongError,
     LocalProtocolError,
@@ -83,6 +85,7 @@ from mxsend.protocol._session import Message, SessionDriver
 from mxsend.protocol._state import State
 
 __all__ = [
+    "CHUNK_SIZE",
     "MAX_AUTH_ROUNDS",
     "MAX_DOMAIN_LENGTH",
     "MAX_LINE_LENGTH",
@@ -105,6 +108,8 @@ __all__ = [
     "ClientConfig",
     "ClientConnection",
     "Closed",
+    "Content",
+    "ContentError",
     "CramMD5",
     "EnhancedStatus",
     "Envelope",

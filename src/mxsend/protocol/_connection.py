@@ -220,9 +220,7 @@ class ClientConnection:
         if self._state in (State.CLOSED, State.ERROR) or self._broken is not None:
             return
         if self._state is State.TLS:
-            self._broken = ResponseInjectionError(
-                "data received after 220 to STARTTLS, before TLS"
-            )
+            self._broken = ResponseInjectionError("data received after 220 to STARTTLS, before TLS")
             return
         parser = self._parser
         parser.feed(data)

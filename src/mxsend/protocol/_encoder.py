@@ -32,11 +32,13 @@ class LinePolicy(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class BodyInfo:
     """What :func:`scan_body` learned: canonical size (RFC 1870: CRLF line endings, no
-    stuffing), whether any octet is 8-bit, and how many lines are over 998 octets."""
+    stuffing), whether any octet is 8-bit, how many lines are over 998 octets, and the raw
+    size of what was scanned (None when unknown)."""
 
     size: int
     eight_bit: bool
     long_lines: int
+    raw_size: int | None = None
 
 
 class BodyEncoder:
@@ -165,4 +167,4 @@ def scan_body(data: bytes) -> BodyInfo:
     encoder = BodyEncoder(dot_stuff=False, line_policy=LinePolicy.ALLOW)
     encoder.encode(data)
     encoder.finish()
-    return BodyInfo(encoder.size, encoder.eight_bit, encoder.long_lines)
+    return BodyInfo(encoder.size, encoder.eight_bit, encoder.long_lines, len(data))

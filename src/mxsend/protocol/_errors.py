@@ -15,6 +15,7 @@
           +-- RemoteProtocolError         the server broke the protocol: abort the connection
                +-- ResponseInjectionError bytes received after 220 to STARTTLS, before TLS
                +-- AuthenticationError    the server failed to prove itself (SCRAM signature)
+     +-- ContentError                     message content unreadable, or changed while sent
 
 Outcomes the server reports with a reply (a 550 to RCPT, a 451 to DATA) are not exceptions:
 they are data, in events and results. The Twisted shell adds transport errors beside these.
@@ -31,6 +32,7 @@ __all__ = [
     "AddressError",
     "AuthenticationError",
     "CleartextAuthError",
+    "ContentError",
     "ExtensionRequiredError",
     "LineTooLongError",
     "LocalProtocolError",
@@ -114,3 +116,8 @@ class ResponseInjectionError(RemoteProtocolError):
 
 class AuthenticationError(RemoteProtocolError):
     """The server's SASL messages were malformed or failed verification."""
+
+
+class ContentError(MxsendError):
+    """The message content cannot be read, can be read only once and was, or changed size
+    while it was being sent. It concerns one message, never the session."""

@@ -8,10 +8,12 @@ from mxsend.twisted._deliver import (
     Smarthost,
     deliver,
 )
-from mxsend.twisted._protocol import SessionOutcome, SMTPClientProtocol, Timeouts
+from mxsend.twisted._protocol import SessionOutcome, SMTPClientProtocol
+from mxsend.twisted._timeouts import STAGES, Timeouts
 from mxsend.twisted._tls import ClientTLS, TLSInfo
 
 __all__ = [
+    "STAGES",
     "ClientTLS",
     "Deliverer",
     "DeliveryOptions",

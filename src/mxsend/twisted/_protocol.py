@@ -22,32 +22,12 @@ from mxsend.protocol import (
     State,
     TLSRequested,
 )
+from mxsend.twisted._timeouts import Timeouts
 from mxsend.twisted._tls import ClientTLS
 
 __all__ = ["SMTPClientProtocol", "SessionOutcome", "Timeouts"]
 
 _CLOSED = Failure(ConnectionError("connection closed"))  # type: ignore[no-untyped-call]
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    """Seconds to wait for each reply, from RFC 5321 4.5.3.2; absolute, not reset by data."""
-
-    connect: float = 30
-    greeting: float = 300
-    mail: float = 300
-    rcpt: float = 300
-    data: float = 120
-    final: float = 600
-    other: float = 300
-
-    def for_stage(self, stage: str) -> float:
-        return float(getattr(self, _STAGES.get(stage, "other")))
-
-
-# The stage a reply answers (ClientConnection.awaiting) -> the Timeouts field for it.
-_STAGES = {"greeting": "greeting", "MAIL": "mail", "RCPT": "rcpt", "DATA": "data",
-           ".": "final", "BDAT": "final"}  # fmt: skip
 
 
 @dataclass
@@ -152,7 +132,7 @@ class SMTPClientProtocol(Protocol):
         self._cancel_deadline()
         if awaiting is not None:
             stage = awaiting[1]
-            call = self._clock.callLater(self._timeouts.for_stage(stage), self._timed_out, stage)
+            call = self._clock.callLater(self._timeouts.for_reply(stage), self._timed_out, stage)
             self._deadline = (awaiting, call)
 
     def _cancel_deadline(self) -> None:
