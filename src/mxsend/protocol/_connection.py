@@ -191,6 +191,13 @@ class ClientConnection:
         return self._state is State.READY and not self._expected and not self._held
 
     @property
+    def body_refused(self) -> bool:
+        """The server already refused the transaction whose content is being sent (e.g. a
+        BDAT chunk refused): the rest has nowhere to go and can be ended at once."""
+        txn = self._current
+        return txn is not None and txn.failure is not None
+
+    @property
     def awaiting(self) -> tuple[int, str] | None:
         """``(replies so far, stage)`` while a reply is awaited, e.g. ``(3, "RCPT")``; None
         otherwise. I/O layers run one absolute deadline per distinct value (RFC 5321

@@ -4,18 +4,26 @@
 asked, AUTH when given a mechanism, then one transaction per message, pipelining the next
 transaction (or QUIT) behind each final dot. I/O layers call :meth:`SessionDriver.handle` with
 every event and write whatever the connection then has to send.
+
+Content held in memory and small is sent at once. Any other content (a file, chunks, large
+bytes) is left to the I/O layer, which streams it with flow control: while
+:attr:`SessionDriver.streaming` is set it feeds ``connection.send_body()`` chunk by chunk, then
+calls :meth:`~SessionDriver.end_stream`, or :meth:`~SessionDriver.fail_stream` and aborts the
+connection when the content cannot be read.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mxsend.protocol._auth import Mechanism
 from mxsend.protocol._connection import ClientConnection
+from mxsend.protocol._content import Content
 from mxsend.protocol._encoder import MAX_LINE_OCTETS, LinePolicy, has_long_line
 from mxsend.protocol._errors import (
+    ContentError,
     ExtensionRequiredError,
     LineTooLongError,
     LocalProtocolError,
@@ -38,15 +46,28 @@ from mxsend.protocol._options import Envelope
 from mxsend.protocol._reply import Reply
 from mxsend.protocol._state import State
 
-__all__ = ["Message", "SessionDriver"]
+__all__ = ["INLINE_BODY", "Message", "SessionDriver"]
+
+#: In-memory content up to this size is encoded and written in one go; larger content is
+#: streamed like a file, so the transport never holds a second copy of a large message.
+INLINE_BODY = 262144
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """An envelope and its content (any line endings; the encoder makes them canonical)."""
+    """An envelope and its content: bytes, or a :class:`Content` source read in chunks when
+    sent (any line endings; the encoder makes them canonical)."""
 
     envelope: Envelope
-    content: bytes
+    content: bytes | Content
+
+
+def content_failure(error: ContentError | LineTooLongError) -> Reply:
+    """The local reply for content that could not be sent: a line too long is permanent
+    (as refused up front), unreadable or changed content is transient (RFC 3463 4.3.0)."""
+    if isinstance(error, LineTooLongError):
+        return error.reply
+    return Reply.synthesized(451, "4.3.0", str(error))
 
 
 class SessionDriver:
@@ -68,7 +89,10 @@ class SessionDriver:
     ) -> None:
         self.connection = connection
         self._messages: deque[Message] = deque(messages)
-        self._bodies: dict[int, bytes] = {}
+        self._bodies: dict[int, bytes | Content] = {}
+        #: ``(transaction id, content)`` the I/O layer must stream now, or None.
+        self.streaming: tuple[int, Content] | None = None
+        self._content_failed: dict[int, Reply] = {}
         self._starttls = starttls or require_tls
         self._require_tls = require_tls
         self._mechanism = mechanism
@@ -100,13 +124,39 @@ class SessionDriver:
             self.auth_failed = event.reply
             self._quit()
         elif isinstance(event, BodyRequested):
-            conn.send_body(self._bodies.pop(event.transaction_id))
-            conn.end_body()
-            self._next()
+            body = self._bodies.pop(event.transaction_id)
+            data = body if isinstance(body, bytes) else body.in_memory
+            if data is not None and len(data) <= INLINE_BODY:
+                conn.send_body(data)
+                conn.end_body()
+                self._next()
+            else:
+                self.streaming = (event.transaction_id, Content.of(body))
         elif isinstance(event, TransactionCompleted):
-            self._bodies.pop(event.result.transaction_id, None)
-            self.results.append(event.result)
+            result = event.result
+            self._bodies.pop(result.transaction_id, None)
+            failure = self._content_failed.pop(result.transaction_id, None)
+            if failure is not None:
+                result = _with_failure(result, failure)
+            self.results.append(result)
             self._next()
+
+    def end_stream(self) -> None:
+        """The streamed content has all been given to ``send_body()``: end it, go on."""
+        assert self.streaming is not None
+        self.streaming = None
+        self.connection.end_body()
+        self._next()
+
+    def fail_stream(self, error: ContentError | LineTooLongError) -> Reply:
+        """The streamed content could not be sent whole. The I/O layer must abort the
+        connection (no end of data may follow part of a body); the transaction's recipients
+        then get the returned local reply instead of "connection lost"."""
+        assert self.streaming is not None
+        reply = content_failure(error)
+        self._content_failed[self.streaming[0]] = reply
+        self.streaming = None
+        return reply
 
     def _without_tls(self, encrypted: bool, why: str) -> None:
         """Go on without (more) STARTTLS: defer everything if TLS was required, else AUTH
@@ -145,9 +195,18 @@ class SessionDriver:
         if not self._messages and conn.state is State.READY:
             self._quit()
 
-    def _check_lines(self, content: bytes) -> None:
+    def _check_lines(self, content: bytes | Content) -> None:
         # Refused before the transaction: mid-DATA, only aborting the session would be left.
-        if self.connection.config.line_policy is LinePolicy.REJECT and has_long_line(content):
+        # Streamed content is checked from its scan; unscanned, the encoder catches it.
+        if self.connection.config.line_policy is not LinePolicy.REJECT:
+            return
+        data = content if isinstance(content, bytes) else content.in_memory
+        if data is not None:
+            long_line = has_long_line(data)
+        else:
+            assert isinstance(content, Content)
+            long_line = content.info is not None and content.info.long_lines > 0
+        if long_line:
             raise LineTooLongError(f"message has a line over {MAX_LINE_OCTETS} octets")
 
     def _quit(self) -> None:
@@ -161,3 +220,13 @@ def _refused(envelope: Envelope, reply: Reply) -> TransactionResult:
     status = Status.of(reply)
     recipients = tuple(RecipientResult(r.address, status, reply) for r in envelope.recipients)
     return TransactionResult(0, envelope, recipients, None, None)
+
+
+def _with_failure(result: TransactionResult, failure: Reply) -> TransactionResult:
+    """``result`` with the local ``failure`` for every recipient the connection's loss decided
+    (those the server refused keep its reply)."""
+    recipients = tuple(
+        RecipientResult(r.recipient, Status.of(failure), failure) if r.reply.local else r
+        for r in result.recipients
+    )
+    return replace(result, recipients=recipients)

@@ -130,6 +130,8 @@ def _retry_elsewhere(report: RecipientReport) -> bool:
     TLS refused) before the end of data. Never when the outcome is unknown: no duplicates."""
     if report.status is not Status.DEFERRED or report.outcome_unknown:
         return False
+    if report.reply.local and str(report.reply.enhanced) == "4.3.0":
+        return False  # the message's own content could not be read: no host would change that
     return report.reply.code == 421 or report.reply.local
 
 

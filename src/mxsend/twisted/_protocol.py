@@ -1,19 +1,35 @@
 """The thin Twisted adapter: bytes from the transport feed the core, what the core produces
-goes to the transport, events go to the session driver (STYLE 9)."""
+goes to the transport, events go to the session driver.
+
+Message content that the driver leaves to stream is pulled from its source one chunk at a
+time, as the transport asks for more (Twisted's pull-producer API): a slow server makes the
+client wait, never buffer the file. Each written chunk must be taken by the server within the
+``block`` deadline (RFC 5321 4.5.3.2.5).
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import (
+    IConsumer,
+    IDelayedCall,
+    IHandshakeListener,
+    IPullProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from mxsend.protocol import (
     ClientConnection,
+    ContentError,
+    LineTooLongError,
     ProtocolError,
     Reply,
     ServerClosing,
@@ -42,9 +58,11 @@ class SessionOutcome:
     transcript: list[str] = field(default_factory=list)
 
 
+@implementer(IHandshakeListener, IPullProducer)
 class SMTPClientProtocol(Protocol):
     """Runs one :class:`SessionDriver` over a transport. ``done`` fires with the
-    :class:`SessionOutcome` when the connection is gone."""
+    :class:`SessionOutcome` when the connection is gone. While content streams, it is the
+    transport's pull producer."""
 
     def __init__(
         self,
@@ -66,6 +84,9 @@ class SMTPClientProtocol(Protocol):
         self._deadline: tuple[tuple[int, str], IDelayedCall] | None = None
         self._abort_reason: str | None = None
         self._tls_started = False
+        self._handshaking = False
+        self._chunks: Iterator[bytes] | None = None  # the content being streamed
+        self._block: IDelayedCall | None = None  # deadline for the chunk last written
 
     def connectionMade(self) -> None:
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
@@ -74,11 +95,17 @@ class SMTPClientProtocol(Protocol):
         self._reschedule()
 
     def dataReceived(self, data: bytes) -> None:
+        self._handshaking = False  # bytes through TLS: the handshake is done
         self._conn.receive_data(data)
         self._pump()
 
+    def handshakeCompleted(self) -> None:
+        self._handshaking = False
+        self._reschedule()
+
     def connectionLost(self, reason: Failure = _CLOSED) -> None:
         self._cancel_deadline()
+        self._close_stream()
         detail = self._abort_reason or _describe(reason)
         if self._tls_started and (
             self.outcome.tls is None or self.outcome.tls.info.version is None
@@ -105,7 +132,80 @@ class SMTPClientProtocol(Protocol):
             self.transport.write(out)
         if self._conn.state is State.CLOSED:
             self.transport.loseConnection()
+        elif self._driver.streaming is not None and self._chunks is None:
+            self._start_stream()
         self._reschedule()
+
+    # -- streaming content --------------------------------------------------------------------
+
+    def _start_stream(self) -> None:
+        assert self._driver.streaming is not None and self.transport is not None
+        try:
+            self._chunks = self._driver.streaming[1].chunks()
+        except ContentError as exc:
+            self._stream_failed(exc)
+            return
+        # A pull producer: the transport calls resumeProducing each time it has written
+        # what it holds, so at most about one chunk is ever buffered here.
+        cast(IConsumer, self.transport).registerProducer(self, False)
+
+    def resumeProducing(self) -> None:
+        self._cancel_block()
+        chunks, conn = self._chunks, self._conn
+        if chunks is None or self.transport is None:
+            return
+        try:
+            while not conn.body_refused:
+                chunk = next(chunks, None)
+                if chunk is None:
+                    break
+                conn.send_body(chunk)
+                out = conn.data_to_send()
+                if out:  # BDAT holds one chunk back, and a lone CR waits for its LF
+                    self.transport.write(out)
+                    self._block = self._clock.callLater(self._timeouts.block, self._block_timed_out)
+                    return
+        except (ContentError, LineTooLongError) as exc:
+            self._stream_failed(exc)
+            return
+        self._finish_stream()
+
+    def stopProducing(self) -> None:
+        self._close_stream()
+
+    def _finish_stream(self) -> None:
+        self._close_stream()
+        self._driver.end_stream()
+        self._pump()
+
+    def _stream_failed(self, error: ContentError | LineTooLongError) -> None:
+        self._close_stream()
+        reply = self._driver.fail_stream(error)
+        # Part of the body may be out: only closing the connection keeps it from being
+        # delivered (SMTP has no way to cancel DATA).
+        self._abort(f"message content not sent: {reply.text}")
+
+    def _close_stream(self) -> None:
+        self._cancel_block()
+        chunks, self._chunks = self._chunks, None
+        if chunks is None:
+            return
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()  # a generator closes its file
+        if self.transport is not None:
+            cast(IConsumer, self.transport).unregisterProducer()
+
+    def _cancel_block(self) -> None:
+        if self._block is not None:
+            if self._block.active():
+                self._block.cancel()
+            self._block = None
+
+    def _block_timed_out(self) -> None:
+        self._block = None
+        self.outcome.error = "timed out writing message content (the server stopped reading)"
+        self._abort(self.outcome.error)
 
     def _drain(self) -> None:
         while (event := self._conn.next_event()) is not None:
@@ -122,11 +222,14 @@ class SMTPClientProtocol(Protocol):
         creator = self._starttls()
         self.outcome.tls = creator
         self._tls_started = True
+        self._handshaking = True
         self.transport.startTLS(creator)  # type: ignore[attr-defined]
         self._conn.tls_established()
 
     def _reschedule(self) -> None:
         awaiting = self._conn.awaiting
+        if awaiting is not None and self._handshaking:
+            awaiting = (-1, "STARTTLS")  # the handshake, then EHLO: one starttls deadline
         if self._deadline is not None and self._deadline[0] == awaiting:
             return
         self._cancel_deadline()
