@@ -15,7 +15,7 @@ from typing import Any
 from twisted.internet.defer import fail, succeed
 from twisted.names import dns, error
 
-from mxsend.protocol import ClientConnection, Event, TLSRequested
+from mxsend.protocol import ClientConnection, Event, SessionDriver, TLSRequested
 
 __all__ = ["DEFAULT_EXTENSIONS", "FakeResolver", "FakeServer", "ReceivedMessage", "converse"]
 
@@ -198,9 +198,12 @@ def converse(
     on_event: Callable[[Event], None],
     *,
     max_rounds: int = 10_000,
+    driver: SessionDriver | None = None,
 ) -> list[Event]:
     """Run ``connection`` against ``server`` in memory until neither has anything to say.
-    STARTTLS is simulated: the channel is taken as encrypted once the server says 220."""
+    STARTTLS is simulated: the channel is taken as encrypted once the server says 220.
+    Give the ``driver`` that ``on_event`` feeds when its messages have streamed content: it
+    is then sent in one go, as there is no flow control in memory."""
     events: list[Event] = []
     incoming = server.greeting()
     for _ in range(max_rounds):
@@ -210,6 +213,8 @@ def converse(
             if isinstance(event, TLSRequested):
                 connection.tls_established()
             on_event(event)
+            if driver is not None and driver.streaming is not None and not driver.send_stream():
+                connection.connection_lost("message content not sent")
         outgoing = connection.data_to_send()
         if not outgoing:
             break

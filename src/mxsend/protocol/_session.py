@@ -148,6 +148,20 @@ class SessionDriver:
         self.connection.end_body()
         self._next()
 
+    def send_stream(self) -> bool:
+        """Send the content left to stream in one go, for callers with no flow control (an
+        in-memory conversation, a test). Returns False when it could not be sent whole: the
+        caller must then close the connection, as :meth:`fail_stream` says."""
+        assert self.streaming is not None
+        try:
+            for chunk in self.streaming[1].chunks():
+                self.connection.send_body(chunk)
+        except (ContentError, LineTooLongError) as exc:
+            self.fail_stream(exc)
+            return False
+        self.end_stream()
+        return True
+
     def fail_stream(self, error: ContentError | LineTooLongError) -> Reply:
         """The streamed content could not be sent whole. The I/O layer must abort the
         connection (no end of data may follow part of a body); the transaction's recipients

@@ -15,8 +15,8 @@ __all__ = ["STAGES", "Timeouts"]
 #: stage -> (default seconds, what it bounds). The reply stages follow RFC 5321 4.5.3.2;
 #: connect, ehlo, starttls, auth and quit follow Postfix's smtp_*_timeout defaults.
 STAGES: dict[str, tuple[float, str]] = {
-    "connect": (30, "TCP connection, and the TLS handshake on port 465"),
-    "greeting": (300, "the 220 greeting (4.5.3.2.1)"),
+    "connect": (30, "the TCP connection"),
+    "greeting": (300, "the 220 greeting, after the TLS handshake on port 465 (4.5.3.2.1)"),
     "ehlo": (300, "the reply to EHLO or HELO"),
     "starttls": (300, "the reply to STARTTLS and the TLS handshake"),
     "auth": (300, "each AUTH reply"),
