@@ -129,3 +129,59 @@ def test_hundred_thousand_continuation_lines_are_refused() -> None:
     assert h.transport.disconnecting
     h.close()
     assert "protocol error" in (h.outcomes[0].error or "")
+
+
+class TLSTransport(StringTransport):
+    def startTLS(self, creator: object) -> None:
+        self.tls = creator
+
+
+def test_the_handshake_runs_under_the_starttls_deadline_then_ehlo_its_own() -> None:
+    from mxsend.twisted import ClientTLS
+
+    clock = Clock()
+    conn = ClientConnection(ClientConfig("client.example"))
+    driver = SessionDriver(conn, [MESSAGE])
+    protocol = SMTPClientProtocol(
+        conn,
+        driver,
+        clock=clock,
+        timeouts=Timeouts(starttls=10, ehlo=50),
+        starttls=lambda: ClientTLS("mx.example", require_verified=False),
+    )
+    transport = TLSTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"220 mx\r\n")
+    protocol.dataReceived(b"250-mx\r\n250 STARTTLS\r\n")
+    protocol.dataReceived(b"220 go\r\n")
+    assert transport.value().endswith(b"STARTTLS\r\nEHLO client.example\r\n")
+    clock.advance(9)
+    protocol.handshakeCompleted()  # the EHLO reply now has its own 50 s
+    clock.advance(49)
+    assert not transport.disconnecting
+    clock.advance(1)
+    assert transport.disconnecting
+
+
+def test_a_handshake_that_never_ends_times_out_as_starttls() -> None:
+    from mxsend.twisted import ClientTLS
+
+    clock = Clock()
+    conn = ClientConnection(ClientConfig("client.example"))
+    outcomes: list[SessionOutcome] = []
+    protocol = SMTPClientProtocol(
+        conn,
+        SessionDriver(conn, [MESSAGE]),
+        clock=clock,
+        timeouts=Timeouts(starttls=10),
+        starttls=lambda: ClientTLS("mx.example", require_verified=False),
+    )
+    protocol.done.addCallback(outcomes.append)
+    transport = TLSTransport()
+    protocol.makeConnection(transport)
+    for data in (b"220 mx\r\n", b"250-mx\r\n250 STARTTLS\r\n", b"220 go\r\n"):
+        protocol.dataReceived(data)
+    clock.advance(10)
+    assert transport.disconnecting
+    protocol.connectionLost(Failure(ConnectionError("closed")))
+    assert outcomes[0].error == "timed out in the TLS handshake"

@@ -43,6 +43,7 @@ from mxsend.twisted._tls import ClientTLS
 
 __all__ = ["SMTPClientProtocol", "SessionOutcome", "Timeouts"]
 
+_HANDSHAKE = "TLS handshake"  # what awaits while STARTTLS's handshake runs
 _CLOSED = Failure(ConnectionError("connection closed"))  # type: ignore[no-untyped-call]
 
 
@@ -229,7 +230,7 @@ class SMTPClientProtocol(Protocol):
     def _reschedule(self) -> None:
         awaiting = self._conn.awaiting
         if awaiting is not None and self._handshaking:
-            awaiting = (-1, "STARTTLS")  # the handshake, then EHLO: one starttls deadline
+            awaiting = (-1, _HANDSHAKE)  # under the starttls deadline until it completes
         if self._deadline is not None and self._deadline[0] == awaiting:
             return
         self._cancel_deadline()
@@ -246,7 +247,10 @@ class SMTPClientProtocol(Protocol):
 
     def _timed_out(self, stage: str) -> None:
         self._deadline = None
-        self.outcome.error = f"timed out waiting for the reply to {stage}"
+        if stage == _HANDSHAKE:
+            self.outcome.error = "timed out in the TLS handshake"
+        else:
+            self.outcome.error = f"timed out waiting for the reply to {stage}"
         self._abort(self.outcome.error)
 
     def _abort(self, reason: str) -> None:

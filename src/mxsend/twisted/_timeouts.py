@@ -34,6 +34,7 @@ _STAGE_OF_REPLY = {
     "EHLO": "ehlo",
     "HELO": "ehlo",
     "STARTTLS": "starttls",
+    "TLS handshake": "starttls",
     "AUTH": "auth",
     "MAIL": "mail",
     "RSET": "mail",
