@@ -8,18 +8,31 @@ from __future__ import annotations
 import argparse
 import email.parser
 import email.utils
+import io
 import json
 import os
 import socket
+import stat
 import sys
+import tempfile
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from mxsend import __version__
 from mxsend._exits import Exit
 
+if TYPE_CHECKING:
+    from mxsend.protocol import BodyInfo, Content
+    from mxsend.twisted import Timeouts
+
 __all__ = ["main"]
+
+#: Octets copied from standard input at a time into the spool file.
+_SPOOL_CHUNK = 65536
+#: The most header block read to find recipients and From; the body is never read for them.
+MAX_HEADER_OCTETS = 1024 * 1024
 
 
 class UserError(Exception):
@@ -61,6 +74,57 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _timeout_spec(text: str) -> str:
+    """One ``STAGE=SECONDS`` setting, checked here so a bad one is a usage error (64)."""
+    from mxsend.twisted import Timeouts
+
+    try:
+        Timeouts().with_specs([text])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _timeouts(specs: Sequence[str]) -> Timeouts:
+    from mxsend.twisted import Timeouts
+
+    try:
+        return Timeouts().with_specs(specs)
+    except ValueError as exc:  # each was checked on parsing; kept for callers that did not
+        raise UserError(Exit.USAGE, f"--timeout: {exc}") from None
+
+
+def _timeouts_help() -> str:
+    from mxsend.twisted import STAGES
+
+    rows = "\n".join(
+        f"  {stage:<9} {seconds:>4g}s  {what}" for stage, (seconds, what) in STAGES.items()
+    )
+    return (
+        "timeouts (--timeout STAGE=SECONDS, repeatable, applied in order; all=N sets every\n"
+        "stage). Each is a deadline from the start of the stage; the defaults follow RFC 5321\n"
+        "4.5.3.2 for replies and Postfix for the rest:\n"
+        f"{rows}"
+    )
+
+
+_EXIT_HELP = """\
+exit status: 0 all delivered, 75 some deferred (try again later), 69 every failure
+permanent, 64 usage, 65 bad message or address, 66 message unreadable, 78 bad
+configuration, 70 internal error."""
+
+
+def _timeout_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        action="append",
+        default=[],
+        type=_timeout_spec,
+        metavar="STAGE=SECONDS",
+        help="deadline for a stage of the session (repeatable; all=N; stages below)",
+    )
+
+
 def _routing_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dns",
@@ -92,7 +156,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mxsend", description="Outbound e-mail delivery, built on Twisted.")
     parser.add_argument("--version", action="version", version=f"mxsend {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    send = commands.add_parser("send", help="deliver a message")
+    send = commands.add_parser(
+        "send",
+        help="deliver a message",
+        description="Deliver one message, read as it is sent (never whole into memory).",
+        epilog=f"{_timeouts_help()}\n\n{_EXIT_HELP}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     send.add_argument(
         "message",
         nargs="?",
@@ -114,6 +184,7 @@ def _parser() -> argparse.ArgumentParser:
         help="also take recipients from To, Cc and Bcc (Bcc is removed)",
     )
     _routing_options(send)
+    _timeout_option(send)
     send.add_argument("--helo", metavar="NAME", help="name to give in EHLO (default: FQDN)")
     send.add_argument("--cafile", metavar="FILE", help="also trust this CA (PEM)")
     send.add_argument("--auth-user", metavar="USER", help="AUTH user for the smarthost")
@@ -141,9 +212,16 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write the SMTP transcript to stderr (credentials redacted)",
     )
-    plan = commands.add_parser("plan", help="show where mail would go, without sending")
+    plan = commands.add_parser(
+        "plan",
+        help="show where mail would go, without sending",
+        description="Show where mail would go and the deadlines that would apply; send nothing.",
+        epilog=_timeouts_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     plan.add_argument("--to", action="append", default=[], required=True, metavar="ADDR")
     _routing_options(plan)
+    _timeout_option(plan)
     demo = commands.add_parser("demo", help="deliver one message in an embedded local world")
     demo.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return parser  # fmt: skip
@@ -156,19 +234,108 @@ class _Request:
     dns: tuple[str, int] | None
 
 
-def _read_message(path: str) -> bytes:
+@dataclass
+class _Prepared:
+    """A message ready to send: its content (a file streamed in chunks, never whole in
+    memory), and what its header block says when it was asked."""
+
+    content: Content
+    recipients: list[str]  #: To, Cc and Bcc, when the header block was read
+    sender: str | None  #: the From address, when the header block was read
+
+
+def _prepare_message(name: str, *, read_headers: bool, strip_bcc: bool) -> _Prepared:
+    """The message at ``name`` (a path, or ``-`` for standard input) as streaming content.
+
+    Only the header block is ever read here, and only when ``read_headers``: for recipients
+    and From. With ``strip_bcc`` the content is the header block without Bcc fields followed
+    by the file's bytes after the original header block, untouched."""
+    file, path = _open_message(name)
     try:
-        if path == "-":
-            return sys.stdin.buffer.read()
-        with open(path, "rb") as handle:
-            return handle.read()
+        head = _read_header_block(file, name) if read_headers else b""
+        recipients, sender = _header_recipients(head) if read_headers else ([], None)
+        prefix = _strip_bcc(head) if strip_bcc else head
+        if prefix == head:  # nothing removed: send the file as it is
+            prefix, offset = b"", 0
+        else:
+            offset = len(head)
+        return _Prepared(_content_of(file, path, prefix, offset), recipients, sender)
+    finally:
+        if path is not None:
+            file.close()  # the content opens the path again for each read
+
+
+def _open_message(name: str) -> tuple[BinaryIO, str | None]:
+    """An open binary file at its start, and the path to read it again by.
+
+    A regular file is read from its path; standard input, a pipe or a device can be read
+    only once, so it is first copied to an anonymous temporary file (path None)."""
+    if name == "-":
+        return _spool(sys.stdin.buffer, "standard input"), None
+    try:
+        file = open(name, "rb")  # noqa: SIM115 - closed by the caller or below
     except OSError as exc:
-        raise UserError(Exit.NOINPUT, f"cannot read {path}: {exc.strerror}") from None
+        raise UserError(Exit.NOINPUT, f"cannot read {name}: {exc.strerror}") from None
+    try:
+        if stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            return file, name
+        with file:
+            return _spool(file, name), None
+    except OSError as exc:
+        file.close()
+        raise UserError(Exit.NOINPUT, f"cannot read {name}: {exc.strerror}") from None
 
 
-def _header_recipients(content: bytes) -> tuple[list[str], bytes, str | None]:
-    """Recipients from To, Cc and Bcc; the content without Bcc; the From address."""
-    headers = email.parser.BytesHeaderParser().parsebytes(content)
+def _spool(source: BinaryIO, name: str) -> BinaryIO:
+    """``source`` copied, a chunk at a time, to an anonymous temporary file (mode 0600,
+    already unlinked); returned positioned at its start."""
+    try:
+        spool = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the content
+    except OSError as exc:
+        raise UserError(Exit.TEMPFAIL, f"cannot spool {name}: {exc.strerror}") from None
+    while True:
+        try:
+            chunk = source.read(_SPOOL_CHUNK)
+        except OSError as exc:
+            spool.close()
+            raise UserError(Exit.NOINPUT, f"cannot read {name}: {exc.strerror}") from None
+        if not chunk:
+            break
+        try:
+            spool.write(chunk)
+        except OSError as exc:
+            spool.close()
+            raise UserError(Exit.TEMPFAIL, f"cannot spool {name}: {exc.strerror}") from None
+    spool.seek(0)
+    return spool
+
+
+def _read_header_block(file: BinaryIO, name: str) -> bytes:
+    """The header block from ``file``'s position: every line up to and including the first
+    empty one (CRLF or LF), or the whole file when it has none. Reads no further than that
+    (bar the file's buffering) and at most :data:`MAX_HEADER_OCTETS`."""
+    lines: list[bytes] = []
+    total = 0
+    while True:
+        try:
+            line = file.readline(MAX_HEADER_OCTETS + 1 - total)
+        except OSError as exc:
+            raise UserError(Exit.NOINPUT, f"cannot read {name}: {exc.strerror}") from None
+        total += len(line)
+        if total > MAX_HEADER_OCTETS:
+            raise UserError(
+                Exit.DATAERR,
+                f"message header block is longer than {MAX_HEADER_OCTETS >> 20} MiB "
+                "(no empty line ends it)",
+            )
+        lines.append(line)
+        if line in (b"", b"\n", b"\r\n"):
+            return b"".join(lines)
+
+
+def _header_recipients(head: bytes) -> tuple[list[str], str | None]:
+    """Recipients from To, Cc and Bcc, and the From address, of a header block."""
+    headers = email.parser.BytesHeaderParser().parsebytes(head)
     found = [
         address
         for _, address in email.utils.getaddresses(
@@ -177,20 +344,46 @@ def _header_recipients(content: bytes) -> tuple[list[str], bytes, str | None]:
         if address
     ]
     sender = email.utils.parseaddr(str(headers.get("from", "")))[1] or None
-    return found, _strip_bcc(content), sender
+    return found, sender
 
 
-def _strip_bcc(content: bytes) -> bytes:
-    end = min((i for i in (content.find(b"\n\n"), content.find(b"\r\n\r\n")) if i >= 0), default=-1)
-    head, body = (content, b"") if end < 0 else (content[:end], content[end:])
+def _strip_bcc(message: bytes) -> bytes:
+    """``message`` (a header block, or a whole message) without its Bcc fields, their
+    continuation lines included; nothing from the first empty line on is changed."""
+    source = io.BytesIO(message)
     kept: list[bytes] = []
     skipping = False
-    for line in head.splitlines(keepends=True):
-        if line[:1] not in (b" ", b"\t"):  # a new header; continuation lines follow theirs
+    for line in source:
+        if line in (b"\n", b"\r\n"):  # the end of the header block
+            kept += (line, source.read())
+            break
+        if line[:1] not in (b" ", b"\t"):  # a new field; continuation lines follow theirs
             skipping = line.lower().startswith(b"bcc:")
         if not skipping:
             kept.append(line)
-    return b"".join(kept) + body
+    return b"".join(kept)
+
+
+def _content_of(file: BinaryIO, path: str | None, prefix: bytes, offset: int) -> Content:
+    from mxsend.protocol import Content
+
+    if path is not None:
+        return Content.from_path(path, prefix=prefix, offset=offset)
+    file.seek(offset)  # a spool file is read from here (after the header block) on every send
+    return Content.from_file(file, prefix=prefix)
+
+
+def _scan(content: Content) -> BodyInfo:
+    """One streaming pass over the content, for SIZE, BODY=8BITMIME and long lines."""
+    from mxsend.protocol import ContentError
+
+    try:
+        info = content.scan()
+    except ContentError as exc:
+        raise UserError(Exit.NOINPUT, str(exc)) from None
+    if info.long_lines:
+        raise UserError(Exit.DATAERR, "message has a line longer than 998 octets (RFC 5322 2.1.1)")
+    return info
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -231,28 +424,23 @@ def _build_send(args: argparse.Namespace) -> _Request:
         Plain,
         RcptOptions,
         Ret,
-        scan_body,
     )
     from mxsend.routing import TLSPolicy
     from mxsend.twisted import DeliveryOptions, Smarthost
 
-    content = _read_message(args.message)
-    recipients = list(args.to)
-    sender = args.sender
-    if args.from_headers or sender is None:
-        found, stripped, header_sender = _header_recipients(content)
-        if args.from_headers:
-            recipients += found
-            content = stripped
-        if sender is None:
-            sender = header_sender
+    timeouts = _timeouts(args.timeout)
+    prepared = _prepare_message(
+        args.message,
+        read_headers=args.from_headers or args.sender is None,
+        strip_bcc=args.from_headers,
+    )
+    recipients = list(args.to) + (prepared.recipients if args.from_headers else [])
+    sender = prepared.sender if args.sender is None else args.sender
     if not recipients:
         raise UserError(Exit.USAGE, "no recipients: give --to ADDR or -t")
     if sender is None:
         raise UserError(Exit.USAGE, "no sender: give --from ADDR (or a From header)")
-    info = scan_body(content)
-    if info.long_lines:
-        raise UserError(Exit.DATAERR, "message has a line longer than 998 octets (RFC 5322 2.1.1)")
+    info = _scan(prepared.content)
     try:
         notify = (
             frozenset(Notify(n.strip().upper()) for n in args.notify.split(","))
@@ -296,9 +484,10 @@ def _build_send(args: argparse.Namespace) -> _Request:
         smarthost=smarthost,
         allow_cleartext_auth=args.allow_cleartext_auth,
         chunking=not args.no_chunking,
+        timeouts=timeouts,
         trace=trace,
     )  # fmt: skip
-    return _Request([Message(envelope, content)], delivery, args.dns)
+    return _Request([Message(envelope, prepared.content)], delivery, args.dns)
 
 
 async def _send(reactor: Any, request: _Request, as_json: bool) -> Exit:
@@ -306,6 +495,7 @@ async def _send(reactor: Any, request: _Request, as_json: bool) -> Exit:
     from mxsend.routing import DNSRouter, make_resolver
     from mxsend.twisted import Deliverer
 
+    # A file that changes after its scan is reported per recipient by the adapter, not raised.
     router = DNSRouter(make_resolver(request.dns, reactor), reactor)
     reports = await Deliverer(reactor, router, request.options).deliver(request.messages)
     (format_json if as_json else format_human)(reports, sys.stdout)
@@ -316,6 +506,7 @@ async def _plan(reactor: Any, args: argparse.Namespace) -> Exit:
     from mxsend.protocol import Address, AddressError
     from mxsend.routing import DNSRouter, RouteError, TLSPolicy, make_resolver
 
+    timeouts = _timeouts(args.timeout).as_dict()
     try:
         domains = sorted({Address.parse(a).domain.lower() for a in args.to})
     except AddressError as exc:
@@ -351,7 +542,7 @@ async def _plan(reactor: Any, args: argparse.Namespace) -> Exit:
             worst = max(worst, Exit.TEMPFAIL if failure.reply.is_transient else Exit.UNAVAILABLE)
         plans.append(entry)
     if args.json:
-        json.dump({"destinations": plans}, sys.stdout, indent=2)
+        json.dump({"destinations": plans, "timeouts": timeouts}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         for entry in plans:
@@ -364,6 +555,8 @@ async def _plan(reactor: Any, args: argparse.Namespace) -> Exit:
                 sys.stdout.write(
                     f"  {host['preference']:>3} {host['name']}:{host['port']} [{addresses}]\n"
                 )
+        deadlines = ", ".join(f"{stage} {seconds:g}s" for stage, seconds in timeouts.items())
+        sys.stdout.write(f"timeouts: {deadlines}\n")
     return worst
 
 
@@ -378,8 +571,19 @@ async def _demo(reactor: Any, as_json: bool) -> Exit:
     return await run_demo(reactor, show)
 
 
-def run_in_reactor(job: Any) -> int:
-    """Run ``job(reactor)`` (a coroutine function) in the reactor; return its exit status."""
+def internal_error(exc: BaseException, *, verbose: bool = False) -> int:
+    """Report a bug: one line on stderr (the traceback first, with ``-v``); EX_SOFTWARE."""
+    if verbose:
+        traceback.print_exception(exc)
+    text = " ".join(str(exc).split())
+    sys.stderr.write(f"mxsend: internal error: {type(exc).__name__}{': ' if text else ''}{text}\n")
+    return int(Exit.SOFTWARE)
+
+
+def run_in_reactor(job: Any, *, verbose: bool = False) -> int:
+    """Run ``job(reactor)`` (a coroutine function) in the reactor; return its exit status.
+
+    A UserError is its one line and status; anything else is an internal error (70)."""
     from twisted.internet import task
     from twisted.internet.defer import Deferred
 
@@ -391,6 +595,8 @@ def run_in_reactor(job: Any) -> int:
         except UserError as exc:
             sys.stderr.write(f"mxsend: {exc}\n")
             status.append(int(exc.status))
+        except Exception as exc:
+            status.append(internal_error(exc, verbose=verbose))
 
     try:
         task.react(lambda reactor: Deferred.fromCoroutine(main(reactor)))
@@ -402,13 +608,18 @@ def run_in_reactor(job: Any) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    verbose = bool(getattr(args, "verbose", False))
     try:
         if args.command == "send":
             request = _build_send(args)
-            return run_in_reactor(lambda reactor: _send(reactor, request, args.json))
+            return run_in_reactor(
+                lambda reactor: _send(reactor, request, args.json), verbose=verbose
+            )
         if args.command == "plan":
             return run_in_reactor(lambda reactor: _plan(reactor, args))
         return run_in_reactor(lambda reactor: _demo(reactor, args.json))
     except UserError as exc:
         sys.stderr.write(f"mxsend: {exc}\n")
         return int(exc.status)
+    except Exception as exc:
+        return internal_error(exc, verbose=verbose)

@@ -13,8 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
 
-from mxsend._cli import UserError, _build_send, _parser, _Request, _send
-from mxsend._exits import Exit
+from mxsend._cli import UserError, _build_send, _parser, _Request, _send, internal_error
 
 __all__ = ["DeliveryService", "Options", "makeService"]
 
@@ -48,9 +47,10 @@ def _exit_with(status: int) -> None:
 class DeliveryService(Service):
     """Delivers the request once the reactor runs, prints the report, stops the reactor."""
 
-    def __init__(self, request: _Request, as_json: bool) -> None:
+    def __init__(self, request: _Request, as_json: bool, *, verbose: bool = False) -> None:
         self._request = request
         self._json = as_json
+        self._verbose = verbose
         self.exit_status: int | None = None
 
     def startService(self) -> None:
@@ -66,9 +66,10 @@ class DeliveryService(Service):
         except UserError as exc:
             sys.stderr.write(f"mxsend: {exc}\n")
             status = int(exc.status)
-        except Exception:
-            _log.failure("delivery failed")
-            status = int(Exit.SOFTWARE)
+        except Exception as exc:
+            if self._verbose:
+                _log.failure("delivery failed")
+            status = internal_error(exc)
         self.exit_status = status
         if status:
             atexit.register(_exit_with, status)
@@ -82,4 +83,6 @@ def makeService(options: Options) -> IService:
     except UserError as exc:
         sys.stderr.write(f"mxsend: {exc}\n")
         raise SystemExit(int(exc.status)) from None
-    return DeliveryService(request, args.json)
+    except Exception as exc:
+        raise SystemExit(internal_error(exc, verbose=args.verbose)) from None
+    return DeliveryService(request, args.json, verbose=args.verbose)
