@@ -81,6 +81,7 @@ class HostileProtocol(Protocol):
         self.server = server
         self.buffer = b""
         self.in_data = False
+        self.tls = False  # STARTTLS done: what follows is encrypted
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
@@ -89,6 +90,7 @@ class HostileProtocol(Protocol):
     def start_tls(self) -> None:
         assert self.server.certificate is not None and self.transport is not None
         self.transport.startTLS(_ServerTLS(self.server.certificate))  # type: ignore[attr-defined]
+        self.tls = True
 
     def connectionMade(self) -> None:
         self.server.live.append(self)

@@ -537,6 +537,17 @@ class ClientConnection:
 
     def _error(self) -> None:
         self._move(Input.PROTOCOL_ERROR)
+        self._discard_unsent()
+
+    def _discard_unsent(self) -> None:
+        """Drop what was produced and not yet handed out: after a protocol error or a 421
+        nothing more may go to the server. An end of data dropped here never left, so its
+        outcome is not unknown (RFC 1047 concerns a dot that was sent)."""
+        self._out.clear()
+        for index, expect in enumerate(self._expected):
+            ends_body = expect.verb is Verb.DOT or (expect.verb is Verb.BDAT and expect.index)
+            if index >= self._sent and ends_body and expect.transaction is not None:
+                expect.transaction.body_sent = False
 
     def _handle(self, reply: Reply) -> None:
         self._replies += 1
@@ -727,6 +738,7 @@ class ClientConnection:
         self._events.append(TransactionCompleted(result))
 
     def _server_closing(self, reply: Reply) -> None:
+        self._discard_unsent()
         for txn in list(self._transactions):
             self._complete(txn, reply, unknown=False)
         self._expected.clear()
