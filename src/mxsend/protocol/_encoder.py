@@ -93,7 +93,7 @@ class BodyEncoder:
         if self._dot_stuff:
             if self._at_line_start and out[:1] == b".":
                 out = b"." + out
-            out = out.replace(b"\n.", b"\n..")
+            out = _stuff(out)
         self._at_line_start = out[-1:] == b"\n"
         return out
 
@@ -120,8 +120,16 @@ class BodyEncoder:
             else:
                 self._line_length += len(text)
             return text
-        lines = text.split(b"\r\n")
         carried = self._line_length
+        if not _long_line_in(text, carried):
+            last_newline = text.rfind(b"\n")
+            if last_newline >= 0:
+                self._line_length = len(text) - last_newline - 1
+                self._counted = False
+            else:
+                self._line_length += len(text)
+            return text
+        lines = text.split(b"\r\n")
         over: list[int] = []
         if len(lines[0]) + carried > MAX_LINE_OCTETS or max(map(len, lines)) > MAX_LINE_OCTETS:
             lengths = [len(line) for line in lines]
@@ -141,6 +149,50 @@ class BodyEncoder:
         last_newline = text.rfind(b"\n")
         self._line_length = len(text) - last_newline - 1 + (carried if last_newline < 0 else 0)
         return text
+
+
+# Past this many dot lines in one chunk, one C-level split and join is cheaper than a loop.
+_SPARSE_DOTS = 32
+
+
+def _stuff(text: bytes) -> bytes:
+    """Double the ``.`` that starts each line after the first (RFC 5321 4.5.2). Dot lines are
+    rare in mail, so find them and join the pieces rather than copy through a replace."""
+    found = text.find(b"\n.")
+    if found < 0:
+        return text
+    pieces = []
+    start = 0
+    while found >= 0:
+        pieces.append(text[start : found + 1])
+        start = found + 1
+        if len(pieces) > _SPARSE_DOTS:
+            rest = text[start:]
+            return b".".join(pieces) + b"." + b"\n..".join(rest.split(b"\n."))
+        found = text.find(b"\n.", found + 2)
+    pieces.append(text[start:])
+    return b".".join(pieces)
+
+
+def _long_line_in(text: bytes, carried: int) -> bool:
+    """Whether canonical ``text`` has a line over 998 octets, its first line ``carried``
+    octets long already. Jumps from each line start to the last LF within one line's reach,
+    so a chunk of short lines costs a few dozen searches rather than a split."""
+    reach = MAX_LINE_OCTETS + 2  # the longest line with its CRLF
+    size = len(text)
+    first = text.find(b"\n")
+    if first < 0:
+        return carried + size > MAX_LINE_OCTETS
+    if carried + first + 1 > reach:
+        return True
+    rfind = text.rfind
+    start = first + 1  # where the current line begins
+    while start + reach <= size:
+        newline = rfind(b"\n", start, start + reach)
+        if newline < 0:
+            return True
+        start = newline + 1
+    return size - rfind(b"\n") - 1 > MAX_LINE_OCTETS  # the unfinished last line
 
 
 def _fold(line: bytes, carried: int) -> bytes:

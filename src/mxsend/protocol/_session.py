@@ -93,6 +93,8 @@ class SessionDriver:
         #: ``(transaction id, content)`` the I/O layer must stream now, or None.
         self.streaming: tuple[int, Content] | None = None
         self._content_failed: dict[int, Reply] = {}
+        #: Messages whose content could not be sent whole; the session was cut for them.
+        self.content_failures = 0
         self._starttls = starttls or require_tls
         self._require_tls = require_tls
         self._mechanism = mechanism
@@ -169,6 +171,7 @@ class SessionDriver:
         assert self.streaming is not None
         reply = content_failure(error)
         self._content_failed[self.streaming[0]] = reply
+        self.content_failures += 1
         self.streaming = None
         return reply
 

@@ -231,6 +231,12 @@ class Deliverer:
                 queue.insert(0, (host, address))
                 policy, sessions = TLSPolicy.NONE, sessions - 1
                 continue
+            if driver.content_failures and driver.unsent:
+                # The session was cut for one message's own content; the others did nothing
+                # wrong. Each such session settles at least one message, so this ends.
+                queue.insert(0, (host, address))
+                sessions -= 1
+                continue
             policy = self._options.tls_policy
             if outcome.refused or outcome.closing:
                 last_error = outcome.refused or outcome.closing or last_error
