@@ -25,6 +25,9 @@ MAX_REPLY_LINES = 128
 # All lines of one reply together, so 128 long lines cannot pin 1 MiB either.
 MAX_REPLY_BYTES = 32768
 
+# One-line replies remembered per connection; a session repeats a handful.
+_KNOWN_REPLIES = 32
+
 _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
 # RFC 5321 4.2: three digits (first 2-5, second 0-5), then SP, "-" or the end of the line.
 _REPLY_LINE = re.compile(rb"[2-5][0-5][0-9](?:[ -]|\Z)")
@@ -109,7 +112,15 @@ class ReplyParser:
     bounded by the ``MAX_*`` limits whatever the server sends.
     """
 
-    __slots__ = ("_buffer", "_code", "_lines", "_pos", "_size", "enhanced_status_codes")
+    __slots__ = (
+        "_buffer",
+        "_code",
+        "_known",
+        "_lines",
+        "_pos",
+        "_size",
+        "enhanced_status_codes",
+    )
 
     def __init__(self) -> None:
         self._buffer = bytearray()
@@ -117,6 +128,9 @@ class ReplyParser:
         self._code = 0
         self._lines: list[str] = []
         self._size = 0
+        # One-line replies seen on this connection ("250 2.1.0 Ok" comes with every message):
+        # a Reply is immutable, so an identical line can share it. Bounded, and per parser.
+        self._known: dict[tuple[bytes, bool], Reply] = {}
         #: Parse RFC 3463 codes from reply text; set once the server advertises
         #: ENHANCEDSTATUSCODES (RFC 2034).
         self.enhanced_status_codes = False
@@ -148,8 +162,16 @@ class ReplyParser:
                 raise RemoteProtocolError(f"reply line longer than {MAX_LINE_LENGTH} octets")
             self._pos = end + 1
             stop = end - 1 if end > start and buffer[end - 1] == 0x0D else end
-            reply = self._line(bytes(buffer[start:stop]))
+            line = bytes(buffer[start:stop])
+            key = (line, self.enhanced_status_codes)
+            if not self._lines and (known := self._known.get(key)) is not None:
+                return known
+            reply = self._line(line)
             if reply is not None:
+                if len(reply.lines) == 1:
+                    if len(self._known) >= _KNOWN_REPLIES:
+                        self._known.clear()
+                    self._known[key] = reply
                 return reply
 
     def _compact(self) -> None:

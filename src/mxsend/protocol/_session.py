@@ -88,7 +88,8 @@ class SessionDriver:
         mechanism: Mechanism | None = None,
     ) -> None:
         self.connection = connection
-        self._messages: deque[Message] = deque(messages)
+        self._messages: deque[tuple[int, Message]] = deque(enumerate(messages))
+        self._positions: dict[int, int] = {}  # transaction id -> position in ``messages``
         self._bodies: dict[int, bytes | Content] = {}
         #: ``(transaction id, content)`` the I/O layer must stream now, or None.
         self.streaming: tuple[int, Content] | None = None
@@ -99,6 +100,8 @@ class SessionDriver:
         self._require_tls = require_tls
         self._mechanism = mechanism
         self.results: list[TransactionResult] = []
+        #: The position in ``messages`` of the message each of :attr:`results` is for.
+        self.positions: list[int] = []
         self.tls_failed: Reply | None = None
         self.auth_failed: Reply | None = None
         self._quitting = False
@@ -106,7 +109,12 @@ class SessionDriver:
     @property
     def unsent(self) -> tuple[Message, ...]:
         """Messages no transaction was begun for."""
-        return tuple(self._messages)
+        return tuple(message for _, message in self._messages)
+
+    @property
+    def unsent_positions(self) -> tuple[int, ...]:
+        """The positions in ``messages`` of :attr:`unsent`."""
+        return tuple(position for position, _ in self._messages)
 
     def handle(self, event: Event) -> None:
         conn = self.connection
@@ -141,6 +149,7 @@ class SessionDriver:
             if failure is not None:
                 result = _with_failure(result, failure)
             self.results.append(result)
+            self.positions.append(self._positions.pop(result.transaction_id))
             self._next()
 
     def end_stream(self) -> None:
@@ -200,14 +209,16 @@ class SessionDriver:
         """Begin the next transaction if the session can take one; QUIT when all are done."""
         conn = self.connection
         while self._messages and conn.state is State.READY:
-            message = self._messages.popleft()
+            position, message = self._messages.popleft()
             try:
                 self._check_lines(message.content)
                 ident = conn.begin_transaction(message.envelope)
             except (ExtensionRequiredError, MessageTooLargeError, LineTooLongError) as refusal:
                 self.results.append(_refused(message.envelope, refusal.reply))
+                self.positions.append(position)
                 continue
             self._bodies[ident] = message.content
+            self._positions[ident] = position
             return
         if not self._messages and conn.state is State.READY:
             self._quit()

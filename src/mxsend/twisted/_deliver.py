@@ -159,8 +159,11 @@ class Deliverer:
                 key = "" if self._options.smarthost else recipient.address.domain.lower()
                 by_domain.setdefault(key, []).append(recipient)
             for domain, recipients in by_domain.items():
-                envelope = replace(message.envelope, recipients=tuple(recipients))
-                groups.setdefault(domain, []).append((index, Message(envelope, message.content)))
+                part = message
+                if len(by_domain) > 1:
+                    envelope = replace(message.envelope, recipients=tuple(recipients))
+                    part = Message(envelope, message.content)
+                groups.setdefault(domain, []).append((index, part))
         semaphore = DeferredSemaphore(max(1, self._options.parallel))
         jobs = [semaphore.run(self._destination, domain, group) for domain, group in groups.items()]
         found: dict[tuple[int, str], RecipientReport] = {}
@@ -273,7 +276,7 @@ class Deliverer:
         """Keep what one session decided, recipient by recipient."""
         host, address, tried, started = where
         tls = outcome.tls.info if outcome.tls is not None and outcome.tls.info.version else None
-        by_envelope = {id(message.envelope): index for index, message in todo.items()}
+        indices = list(todo)  # the driver was given todo's messages in this order
 
         def keep(index: int, recipient: str, status: Status, reply: Reply, unknown: bool) -> None:
             pending[index].reports[recipient] = RecipientReport(
@@ -288,14 +291,14 @@ class Deliverer:
                 time.monotonic() - started,
             )
 
-        for result in driver.results:
-            index = by_envelope[id(result.envelope)]
+        for position, result in zip(driver.positions, driver.results, strict=True):
+            index = indices[position]
             for r in result.recipients:
                 keep(index, str(r.recipient), r.status, r.reply, r.outcome_unknown)
         refusal = driver.tls_failed or driver.auth_failed
         if refusal is not None:
-            for message in driver.unsent:
-                index = by_envelope[id(message.envelope)]
+            for position, message in zip(driver.unsent_positions, driver.unsent, strict=True):
+                index = indices[position]
                 for recipient in message.envelope.recipients:
                     keep(index, str(recipient.address), Status.of(refusal), refusal, False)
 
@@ -372,6 +375,8 @@ def _undecided(pending: _Pending) -> Message | None:
     )
     if not keep:
         return None
+    if len(keep) == len(pending.message.envelope.recipients):
+        return pending.message
     return Message(replace(pending.message.envelope, recipients=keep), pending.message.content)
 
 
