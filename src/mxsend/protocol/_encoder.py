@@ -111,17 +111,9 @@ class BodyEncoder:
     def _check_lines(self, text: bytes) -> bytes:
         """Count (and under FOLD, break) lines over 998 octets in CRLF ``text``; lines may
         span chunks."""
-        if self._line_length + len(text) <= MAX_LINE_OCTETS:
-            # Fast path: no line in this chunk can be too long.
-            last_newline = text.rfind(b"\n")
-            if last_newline >= 0:
-                self._line_length = len(text) - last_newline - 1
-                self._counted = False
-            else:
-                self._line_length += len(text)
-            return text
         carried = self._line_length
-        if not _long_line_in(text, carried):
+        # Fast paths: the chunk is too short to hold a long line, or a search finds none.
+        if carried + len(text) <= MAX_LINE_OCTETS or not _long_line_in(text, carried):
             last_newline = text.rfind(b"\n")
             if last_newline >= 0:
                 self._line_length = len(text) - last_newline - 1
