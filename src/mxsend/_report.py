@@ -7,8 +7,8 @@ from collections.abc import Iterable, Sequence
 from typing import TextIO
 
 from mxsend._exits import Exit
+from mxsend.model import REPORT_FORMAT, MessageReport, RecipientReport, report_to_json
 from mxsend.protocol import Status
-from mxsend.twisted import MessageReport, RecipientReport
 
 __all__ = ["exit_status", "format_human", "format_json"]
 
@@ -51,7 +51,8 @@ def format_human(reports: Sequence[MessageReport], out: TextIO) -> None:
 def format_json(reports: Sequence[MessageReport], out: TextIO) -> None:
     every = [r for m in reports for r in m.recipients]
     document = {
-        "recipients": [r.as_json() for r in every],
+        "format": REPORT_FORMAT,
+        "recipients": [report_to_json(r) for r in every],
         "delivered": sum(1 for r in every if r.status is Status.DELIVERED),
         "deferred": sum(1 for r in every if r.status is Status.DEFERRED),
         "failed": sum(1 for r in every if r.status is Status.FAILED),

@@ -49,3 +49,19 @@ def test_host_port_forms() -> None:
             _host_port(bad, 25)
     message = b"To: a@x\r\nBcc: b@x,\r\n c@x\r\nSubject: s\r\n\r\nBcc: body stays\r\n"
     assert _strip_bcc(message) == b"To: a@x\r\nSubject: s\r\n\r\nBcc: body stays\r\n"
+
+
+def test_demo_json_names_each_failure_kind() -> None:
+    import json
+
+    done = run("demo", "--json")
+    document = json.loads(done.stdout)
+    kinds = {r["recipient"]: r["failure"] for r in document["recipients"]}
+    assert kinds == {
+        "ann@alpha.test": None,
+        "bob@beta.test": None,
+        "nobody@gamma.test": "reply",
+        "busy@gamma.test": "reply",
+        "anyone@void.test": "dns",
+    }
+    assert document["format"] == 1

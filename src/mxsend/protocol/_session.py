@@ -96,6 +96,10 @@ class SessionDriver:
         self._content_failed: dict[int, Reply] = {}
         #: Messages whose content could not be sent whole; the session was cut for them.
         self.content_failures = 0
+        #: Positions of the messages refused here before any command (too large, a missing
+        #: extension, a long line) and of those whose content could not be sent.
+        self.refused_positions: set[int] = set()
+        self.content_positions: set[int] = set()
         self._starttls = starttls or require_tls
         self._require_tls = require_tls
         self._mechanism = mechanism
@@ -181,6 +185,7 @@ class SessionDriver:
         reply = content_failure(error)
         self._content_failed[self.streaming[0]] = reply
         self.content_failures += 1
+        self.content_positions.add(self._positions[self.streaming[0]])
         self.streaming = None
         return reply
 
@@ -216,6 +221,7 @@ class SessionDriver:
             except (ExtensionRequiredError, MessageTooLargeError, LineTooLongError) as refusal:
                 self.results.append(_refused(message.envelope, refusal.reply))
                 self.positions.append(position)
+                self.refused_positions.add(position)
                 continue
             self._bodies[ident] = message.content
             self._positions[ident] = position

@@ -5,7 +5,6 @@ Reads top to bottom as ``async def`` (STYLE 12); the public face returns Deferre
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -18,6 +17,7 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 
+from mxsend.model import FailureKind, MessageReport, RecipientReport
 from mxsend.protocol import (
     ClientConfig,
     ClientConnection,
@@ -38,7 +38,7 @@ from mxsend.routing import (
     make_resolver,
 )
 from mxsend.twisted._protocol import SessionOutcome, SMTPClientProtocol, Timeouts
-from mxsend.twisted._tls import ClientTLS, TLSInfo
+from mxsend.twisted._tls import ClientTLS
 
 __all__ = ["Deliverer", "DeliveryOptions", "MessageReport", "RecipientReport", "Smarthost"]
 
@@ -78,43 +78,6 @@ class DeliveryOptions:
         if self.tls is not None:
             return self.tls
         return TLSPolicy.VERIFY if self.smarthost else TLSPolicy.MAY
-
-
-@dataclass(frozen=True, slots=True)
-class RecipientReport:
-    """One recipient's outcome, where it was decided, and how."""
-
-    recipient: str
-    status: Status
-    reply: Reply
-    mx: str | None = None
-    address: str | None = None
-    tls: TLSInfo | None = None
-    outcome_unknown: bool = False
-    attempts: int = 0
-    seconds: float = 0.0
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "recipient": self.recipient,
-            "status": self.status.value,
-            "code": self.reply.code,
-            "enhanced": str(self.reply.enhanced) if self.reply.enhanced else None,
-            "reply": " ".join(line for line in self.reply.lines if line),
-            "local": self.reply.local,
-            "mx": self.mx,
-            "address": self.address,
-            "tls": self.tls.as_json() if self.tls else None,
-            "outcome_unknown": self.outcome_unknown,
-            "attempts": self.attempts,
-            "seconds": round(self.seconds, 3),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class MessageReport:
-    message: Message
-    recipients: tuple[RecipientReport, ...]
 
 
 @dataclass
@@ -191,12 +154,12 @@ class Deliverer:
     ) -> list[tuple[int, list[RecipientReport]]]:
         """Route once, then spread the destination's messages over up to ``connections``
         concurrent sessions, each reusing its connection for its share."""
-        started = time.monotonic()
+        started = self._reactor.seconds()
         try:
             hosts, port = await self._hosts(domain)
         except RouteError as failure:
             pending = {index: _Pending(message) for index, message in group}
-            return self._finish(pending, failure.reply, 0, started)
+            return self._finish(pending, (failure.reply, FailureKind.DNS), 0, started)
         shares = max(1, min(self._options.connections, len(group)))
         parts = [group[i::shares] for i in range(shares)]
         done = await gatherResults(
@@ -217,6 +180,7 @@ class Deliverer:
         queue = [(h, a) for h in hosts for a in h.addresses][: self._options.max_addresses]
         policy = self._options.tls_policy
         last_error = Reply.synthesized(451, "4.4.1", "no mail host could be reached")
+        last_failure = FailureKind.CONNECT
         sessions = tried = 0
         while queue and sessions < self._options.max_sessions:
             todo = {i: m for i, p in pending.items() if (m := _undecided(p)) is not None}
@@ -241,32 +205,44 @@ class Deliverer:
                 sessions -= 1
                 continue
             policy = self._options.tls_policy
-            if outcome.refused or outcome.closing:
-                last_error = outcome.refused or outcome.closing or last_error
+            if outcome.refused is not None:
+                last_error, last_failure = outcome.refused, FailureKind.REFUSED
+            elif outcome.closing is not None:
+                last_error, last_failure = outcome.closing, FailureKind.CLOSING
             elif outcome.error is not None:
                 last_error = Reply.synthesized(451, "4.4.2", outcome.error)
-        return self._finish(pending, last_error, tried, started)
+                last_failure = outcome.failure or FailureKind.LOST
+        return self._finish(pending, (last_error, last_failure), tried, started)
 
-    @staticmethod
     def _finish(
-        pending: dict[int, _Pending], last_error: Reply, tried: int, started: float
+        self,
+        pending: dict[int, _Pending],
+        last: tuple[Reply, FailureKind],
+        tried: int,
+        started: float,
     ) -> list[tuple[int, list[RecipientReport]]]:
-        """Every recipient's report; those no host decided get ``last_error``."""
-        elapsed = time.monotonic() - started
+        """Every recipient's report; those no host decided get the ``last`` error."""
+        elapsed = self._reactor.seconds() - started
+        reply, failure = last
         out = []
         for index, p in pending.items():
             reports = []
             for recipient in p.message.envelope.recipients:
                 address = str(recipient.address)
                 report = p.reports.get(address) or RecipientReport(
-                    address, Status.of(last_error), last_error, attempts=tried, seconds=elapsed
+                    address,
+                    Status.of(reply),
+                    reply,
+                    attempts=tried,
+                    seconds=elapsed,
+                    failure=failure,
                 )
                 reports.append(report)
             out.append((index, reports))
         return out
 
-    @staticmethod
     def _record(
+        self,
         pending: dict[int, _Pending],
         todo: dict[int, Message],
         driver: SessionDriver,
@@ -277,30 +253,35 @@ class Deliverer:
         host, address, tried, started = where
         tls = outcome.tls.info if outcome.tls is not None and outcome.tls.info.version else None
         indices = list(todo)  # the driver was given todo's messages in this order
+        elapsed = self._reactor.seconds() - started
 
-        def keep(index: int, recipient: str, status: Status, reply: Reply, unknown: bool) -> None:
+        def keep(
+            index: int,
+            recipient: str,
+            status: Status,
+            reply: Reply,
+            unknown: bool,
+            *,
+            failure: FailureKind,
+        ) -> None:
             pending[index].reports[recipient] = RecipientReport(
-                recipient,
-                status,
-                reply,
-                host.name,
-                address,
-                tls,
-                unknown,
-                tried,
-                time.monotonic() - started,
-            )
+                recipient, status, reply, host.name, address, tls, unknown, tried, elapsed,
+                None if status is Status.DELIVERED else failure,
+            )  # fmt: skip
 
         for position, result in zip(driver.positions, driver.results, strict=True):
             index = indices[position]
             for r in result.recipients:
-                keep(index, str(r.recipient), r.status, r.reply, r.outcome_unknown)
+                failure = _failure_of(r.reply, position, driver, outcome)
+                keep(index, str(r.recipient), r.status, r.reply, r.outcome_unknown, failure=failure)
         refusal = driver.tls_failed or driver.auth_failed
         if refusal is not None:
+            kind = FailureKind.TLS_REQUIRED if driver.tls_failed else FailureKind.AUTH
             for position, message in zip(driver.unsent_positions, driver.unsent, strict=True):
                 index = indices[position]
                 for recipient in message.envelope.recipients:
-                    keep(index, str(recipient.address), Status.of(refusal), refusal, False)
+                    address_ = str(recipient.address)
+                    keep(index, address_, Status.of(refusal), refusal, False, failure=kind)
 
     async def _session(
         self,
@@ -364,6 +345,21 @@ class Deliverer:
                 options.trace("*", f"connection to [{address}]:{port} failed: {exc}")
             return None, driver
         return await protocol.done, driver
+
+
+def _failure_of(
+    reply: Reply, position: int, driver: SessionDriver, outcome: SessionOutcome
+) -> FailureKind:
+    """What kind of failure decided a recipient of the message at ``position``."""
+    if outcome.closing is not None and reply is outcome.closing:
+        return FailureKind.CLOSING
+    if not reply.local:
+        return FailureKind.REPLY
+    if position in driver.content_positions:
+        return FailureKind.CONTENT
+    if position in driver.refused_positions:
+        return FailureKind.LOCAL
+    return outcome.failure or FailureKind.LOST
 
 
 def _undecided(pending: _Pending) -> Message | None:

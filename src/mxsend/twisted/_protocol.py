@@ -26,6 +26,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mxsend.model import FailureKind
 from mxsend.protocol import (
     ClientConnection,
     ContentError,
@@ -53,7 +54,8 @@ class SessionOutcome:
 
     refused: Reply | None = None  #: greeting or EHLO refused
     closing: Reply | None = None  #: 421
-    error: str | None = None  #: protocol error, time-out or lost connection
+    error: str | None = None  #: protocol error, time-out or lost connection, for people
+    failure: FailureKind | None = None  #: what ``error`` was, for programs
     tls: ClientTLS | None = None
     tls_handshake_failed: bool = False
     transcript: list[str] = field(default_factory=list)
@@ -113,8 +115,10 @@ class SMTPClientProtocol(Protocol):
         ):
             self.outcome.tls_handshake_failed = True
             detail = self._abort_reason or f"TLS handshake failed: {_describe(reason)}"
+            self.outcome.failure = self.outcome.failure or FailureKind.TLS_HANDSHAKE
         if self._conn.state is not State.CLOSED:
             self.outcome.error = self.outcome.error or detail
+            self.outcome.failure = self.outcome.failure or FailureKind.LOST
         self._conn.connection_lost(detail)
         with contextlib.suppress(ProtocolError):  # the connection is already gone
             self._drain()
@@ -125,7 +129,7 @@ class SMTPClientProtocol(Protocol):
             self._drain()
         except ProtocolError as exc:
             self.outcome.error = f"protocol error: {exc}"
-            self._abort(self.outcome.error)
+            self._abort(self.outcome.error, FailureKind.PROTOCOL)
             return
         assert self.transport is not None
         out = self._conn.data_to_send()
@@ -184,7 +188,7 @@ class SMTPClientProtocol(Protocol):
         reply = self._driver.fail_stream(error)
         # Part of the body may be out: only closing the connection keeps it from being
         # delivered (SMTP has no way to cancel DATA).
-        self._abort(f"message content not sent: {reply.text}")
+        self._abort(f"message content not sent: {reply.text}", FailureKind.CONTENT)
 
     def _close_stream(self) -> None:
         self._cancel_block()
@@ -206,7 +210,7 @@ class SMTPClientProtocol(Protocol):
     def _block_timed_out(self) -> None:
         self._block = None
         self.outcome.error = "timed out writing message content (the server stopped reading)"
-        self._abort(self.outcome.error)
+        self._abort(self.outcome.error, FailureKind.TIMEOUT)
 
     def _drain(self) -> None:
         while (event := self._conn.next_event()) is not None:
@@ -251,10 +255,11 @@ class SMTPClientProtocol(Protocol):
             self.outcome.error = "timed out in the TLS handshake"
         else:
             self.outcome.error = f"timed out waiting for the reply to {stage}"
-        self._abort(self.outcome.error)
+        self._abort(self.outcome.error, FailureKind.TIMEOUT)
 
-    def _abort(self, reason: str) -> None:
+    def _abort(self, reason: str, failure: FailureKind) -> None:
         self._abort_reason = reason
+        self.outcome.failure = self.outcome.failure or failure
         assert self.transport is not None
         self.transport.abortConnection()  # type: ignore[attr-defined]
 

@@ -8,7 +8,6 @@ checks run and their result is recorded, but a failure does not stop the session
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from typing import Any
 
 from OpenSSL import SSL
@@ -18,24 +17,13 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mxsend.model import TLSInfo
+
 __all__ = ["ClientTLS", "TLSInfo"]
 
 
 class _NotVerified(Exception):
     """The certificate did not verify under the ``verify`` policy."""
-
-
-@dataclass
-class TLSInfo:
-    """What a TLS session turned out to be; filled in when the handshake completes."""
-
-    version: str | None = None
-    cipher: str | None = None
-    verified: bool = False
-    problem: str | None = None  #: why it is not verified
-
-    def as_json(self) -> dict[str, Any]:
-        return {"version": self.version, "cipher": self.cipher, "verified": self.verified}
 
 
 @implementer(IOpenSSLClientConnectionCreator)
