@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import email.parser
 import email.utils
-import io
 import json
 import os
+import re
 import socket
 import stat
 import sys
@@ -33,6 +33,8 @@ __all__ = ["main"]
 _SPOOL_CHUNK = 65536
 #: The most header block read to find recipients and From; the body is never read for them.
 MAX_HEADER_OCTETS = 1024 * 1024
+_HEADER_BLOCK = 8192  # read a header block this much at a time
+_LINE_END = re.compile(rb"\r\n|\r|\n")  # as BodyEncoder ends lines
 
 
 class UserError(Exception):
@@ -311,31 +313,52 @@ def _spool(source: BinaryIO, name: str) -> BinaryIO:
 
 
 def _read_header_block(file: BinaryIO, name: str) -> bytes:
-    """The header block from ``file``'s position: every line up to and including the first
-    empty one (CRLF or LF), or the whole file when it has none. Reads no further than that
-    (bar the file's buffering) and at most :data:`MAX_HEADER_OCTETS`."""
-    lines: list[bytes] = []
-    total = 0
+    """The header block from ``file``'s position, as it is in the file: every line up to and
+    including the first empty one, or the whole file when it has none. Lines end as the
+    encoder ends them (CRLF, LF or a bare CR), so no header can hide behind a bare CR. Reads
+    in small blocks, at most :data:`MAX_HEADER_OCTETS` and a block."""
+    data = bytearray()
+    line_start = 0
     while True:
         try:
-            line = file.readline(MAX_HEADER_OCTETS + 1 - total)
+            block = file.read(_HEADER_BLOCK)
         except OSError as exc:
             raise UserError(Exit.NOINPUT, f"cannot read {name}: {exc.strerror}") from None
-        total += len(line)
-        if total > MAX_HEADER_OCTETS:
+        data += block
+        end, line_start = _header_end(data, line_start, eof=not block)
+        if end is None and not block:
+            end = len(data)  # only headers
+        if end is not None and end <= MAX_HEADER_OCTETS:
+            return bytes(data[:end])
+        if len(data) > MAX_HEADER_OCTETS:
             raise UserError(
                 Exit.DATAERR,
                 f"message header block is longer than {MAX_HEADER_OCTETS >> 20} MiB "
                 "(no empty line ends it)",
             )
-        lines.append(line)
-        if line in (b"", b"\n", b"\r\n"):
-            return b"".join(lines)
+
+
+def _header_end(data: bytearray, line_start: int, *, eof: bool) -> tuple[int | None, int]:
+    """Where the empty line that ends the header block ends, if ``data`` holds it, and where
+    the line being read starts, to go on from there when more data comes."""
+    for match in _LINE_END.finditer(data, line_start):
+        if match.group() == b"\r" and match.end() == len(data) and not eof:
+            return None, line_start  # a CR at the end may be the first half of a CRLF
+        if match.start() == line_start:
+            return match.end(), line_start
+        line_start = match.end()
+    return None, line_start
+
+
+def _canonical_lines(head: bytes) -> bytes:
+    """``head`` with every line ending (CRLF, bare LF, bare CR) made one LF."""
+    return head.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
 
 def _header_recipients(head: bytes) -> tuple[list[str], str | None]:
     """Recipients from To, Cc and Bcc, and the From address, of a header block."""
-    headers = email.parser.BytesHeaderParser().parsebytes(head)
+    # The parser splits lines as the encoder does only once every line ends in LF.
+    headers = email.parser.BytesHeaderParser().parsebytes(_canonical_lines(head))
     found = [
         address
         for _, address in email.utils.getaddresses(
@@ -349,19 +372,36 @@ def _header_recipients(head: bytes) -> tuple[list[str], str | None]:
 
 def _strip_bcc(message: bytes) -> bytes:
     """``message`` (a header block, or a whole message) without its Bcc fields, their
-    continuation lines included; nothing from the first empty line on is changed."""
-    source = io.BytesIO(message)
+    continuation lines included; nothing from the first empty line on is changed. Lines end
+    as the encoder ends them (CRLF, LF, bare CR). With nothing to remove, ``message`` comes
+    back as it was; else the header lines end in CRLF, so that no ending left next to a
+    removed line can join the one after it (a CR and the empty line's LF would)."""
     kept: list[bytes] = []
-    skipping = False
-    for line in source:
-        if line in (b"\n", b"\r\n"):  # the end of the header block
-            kept += (line, source.read())
+    skipping = removed = False
+    start = 0
+    rest = b""
+    for match in _LINE_END.finditer(message):
+        text, start = message[start : match.start()], match.end()
+        if not text:  # the empty line that ends the header block
+            rest = message[match.start() :]
             break
-        if line[:1] not in (b" ", b"\t"):  # a new field; continuation lines follow theirs
-            skipping = line.lower().startswith(b"bcc:")
-        if not skipping:
-            kept.append(line)
-    return b"".join(kept)
+        if text[:1] not in (b" ", b"\t"):  # a new field; continuation lines follow theirs
+            skipping = text.lower().startswith(b"bcc:")
+        if skipping:
+            removed = True
+        else:
+            kept.append(text)
+    else:
+        text = message[start:]  # a last line with no ending
+        if text and not (
+            (text[:1] in (b" ", b"\t") and skipping) or text.lower().startswith(b"bcc:")
+        ):
+            kept.append(text)
+        elif text:
+            removed = True
+    if not removed:
+        return message
+    return b"".join(line + b"\r\n" for line in kept) + rest
 
 
 def _content_of(file: BinaryIO, path: str | None, prefix: bytes, offset: int) -> Content:
@@ -505,41 +545,46 @@ async def _send(reactor: Any, request: _Request, as_json: bool) -> Exit:
 async def _plan(reactor: Any, args: argparse.Namespace) -> Exit:
     from mxsend.protocol import Address, AddressError
     from mxsend.routing import DNSRouter, RouteError, TLSPolicy, make_resolver
+    from mxsend.twisted import Deliverer, DeliveryOptions, Smarthost
 
     timeouts = _timeouts(args.timeout).as_dict()
     try:
         domains = sorted({Address.parse(a).domain.lower() for a in args.to})
     except AddressError as exc:
         raise UserError(Exit.DATAERR, str(exc)) from None
-    router = DNSRouter(make_resolver(args.dns, reactor), reactor)
-    policy = (
-        TLSPolicy(args.tls) if args.tls else TLSPolicy.VERIFY if args.smarthost else TLSPolicy.MAY
+    smarthost = None
+    if args.smarthost:
+        try:
+            smarthost = Smarthost(*_host_port(args.smarthost, 587))
+        except argparse.ArgumentTypeError as exc:
+            raise UserError(Exit.USAGE, f"--smarthost: {exc}") from None
+    options = DeliveryOptions(
+        "localhost",
+        mx_port=args.mx_port,
+        tls=TLSPolicy(args.tls) if args.tls else None,
+        smarthost=smarthost,
     )
+    # The very routes delivery would take: the same code decides them.
+    deliverer = Deliverer(reactor, DNSRouter(make_resolver(args.dns, reactor), reactor), options)
     plans: list[dict[str, Any]] = []
     worst = Exit.OK
-    for domain in [""] if args.smarthost else domains:
-        entry: dict[str, Any] = {"domain": domain or None, "tls": policy.value}
+    for domain in [""] if smarthost else domains:
+        entry: dict[str, Any] = {"domain": domain or None}
         try:
-            if args.smarthost:
-                host, port = _host_port(args.smarthost, 587)
-                entry["hosts"] = [
-                    {
-                        "name": host,
-                        "preference": 0,
-                        "port": port,
-                        "addresses": list(await router.addresses(host)),
-                    }
-                ]
-            else:
-                entry["hosts"] = [
-                    {"name": h.name, "preference": h.preference, "port": args.mx_port,
-                     "addresses": list(h.addresses), "implicit": h.implicit}
-                    for h in await router.mx_hosts(domain)
-                ]  # fmt: skip
+            route = await deliverer.route(domain)
         except RouteError as failure:
+            entry["tls"] = options.tls_policy.value
             entry["error"] = {"code": failure.reply.code, "enhanced": str(failure.reply.enhanced),
                               "reply": failure.reply.text}  # fmt: skip
             worst = max(worst, Exit.TEMPFAIL if failure.reply.is_transient else Exit.UNAVAILABLE)
+        else:
+            entry["tls"] = route.tls.value
+            entry["tls_source"] = route.source.value
+            entry["hosts"] = [
+                {"name": h.name, "preference": h.preference, "port": route.port,
+                 "addresses": list(h.addresses), "implicit": h.implicit}
+                for h in route.hosts
+            ]  # fmt: skip
         plans.append(entry)
     if args.json:
         json.dump({"destinations": plans, "timeouts": timeouts}, sys.stdout, indent=2)

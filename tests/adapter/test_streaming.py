@@ -191,3 +191,44 @@ def test_bdat_stops_reading_once_a_chunk_is_refused(tmp_path: Path) -> None:
     h.protocol.dataReceived(b"552 5.3.4 too big\r\n221 bye\r\n")  # the second chunk, QUIT
     [recipient] = h.driver.results[0].recipients
     assert recipient.status is Status.FAILED and recipient.reply.code == 552
+
+
+def test_a_file_waits_for_the_final_reply_before_it_so_its_failure_costs_no_other() -> None:
+    clock = Clock()
+    conn = ClientConnection(ClientConfig("client.example"))
+    first = Message(Envelope.build("a@example.com", ["b@example.net"]), b"first\n")
+    broken = Message(
+        Envelope.build("a@example.com", ["c@example.net"]), Content.from_path("/nonexistent")
+    )
+    driver = SessionDriver(conn, [first, broken])
+    protocol = SMTPClientProtocol(
+        conn, driver, clock=clock, timeouts=Timeouts(), starttls=None
+    )
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"220 mx\r\n")
+    protocol.dataReceived(EHLO_BDAT)
+    protocol.dataReceived(b"250 ok\r\n250 ok\r\n")  # MAIL, RCPT of the first
+    wire = transport.value()
+    assert b"BDAT 7 LAST\r\nfirst\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<c@example.net>" in wire
+    assert transport.producer is None and not transport.disconnecting  # waits for the 250
+    protocol.dataReceived(b"250 2.0.0 first queued\r\n")  # now the second may fail
+    assert transport.disconnecting
+    protocol.connectionLost(Failure(ConnectionError("closed")))
+    delivered, deferred = (result.recipients[0] for result in driver.results)
+    assert delivered.status is Status.DELIVERED and not delivered.outcome_unknown
+    assert deferred.status is Status.DEFERRED and str(deferred.reply.enhanced) == "4.3.0"
+
+
+def test_a_421_while_content_streams_stops_the_stream(tmp_path: Path) -> None:
+    h = Harness(Content.from_path(big_file(tmp_path / "m.eml")))
+    h.greet(EHLO_BDAT)
+    h.protocol.dataReceived(b"250 ok\r\n250 ok\r\n")
+    h.pull_all(limit=3)
+    h.protocol.dataReceived(b"421 4.3.2 shutting down\r\n")
+    assert h.transport.producer is None and h.transport.disconnecting
+    h.sent()
+    h.protocol.resumeProducing()  # a late pull from the transport does nothing
+    assert h.sent() == b""
+    h.close()
+    assert h.driver.results[0].recipients[0].reply.code == 421

@@ -102,8 +102,9 @@ def test_twisted_and_routing_exports() -> None:
         "SMTPClientProtocol", "SessionOutcome", "Smarthost", "TLSInfo", "Timeouts", "deliver",
     }  # fmt: skip
     assert set(mxsend.routing.__all__) == {
-        "MAX_ADDRESSES", "MAX_CNAME_CHAIN", "MAX_SESSIONS", "DNSRouter",
-        "MXHost", "RouteError", "TLSPolicy", "interleave", "make_resolver", "order_mx",
+        "MAX_ADDRESSES", "MAX_CNAME_CHAIN", "MAX_SESSIONS", "DNSRouter", "MXHost",
+        "PolicySource", "Route", "RouteError", "TLSPolicy", "interleave", "make_resolver",
+        "order_mx",
     }  # fmt: skip
     for module in (mxsend.twisted, mxsend.routing):
         for name in module.__all__:

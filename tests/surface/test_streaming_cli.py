@@ -247,7 +247,8 @@ def test_a_pipe_given_by_name_is_spooled(tmp_path: Path, spools: list[BinaryIO])
 def test_strip_bcc_keeps_everything_after_the_header_block() -> None:
     assert _strip_bcc(HEAD + BODY) == STRIPPED + BODY
     assert _strip_bcc(b"\nBcc: x@y\n") == b"\nBcc: x@y\n"  # no headers: all body
-    assert _strip_bcc(b"To: a@x\nBcc: b@x") == b"To: a@x\n"  # no body, no final newline
+    # No body, no final newline; once a line goes, the header lines end in CRLF.
+    assert _strip_bcc(b"To: a@x\nBcc: b@x") == b"To: a@x\r\n"
 
 
 # -- errors, from the command line ---------------------------------------------------------
@@ -358,3 +359,20 @@ def test_internal_error_in_the_reactor_is_one_line_and_70(verbose: bool, message
         assert b"Traceback" in done.stderr and done.stderr.strip().endswith(last)
     else:
         assert done.stderr.strip() == last
+
+
+@pytest.mark.parametrize("ending", [b"\r", b"\n", b"\r\n"], ids=["bare-cr", "lf", "crlf"])
+def test_bcc_is_removed_whatever_the_line_endings(tmp_path: Path, ending: bytes) -> None:
+    from mxsend.protocol import BodyEncoder
+
+    path = tmp_path / "m.eml"
+    head = [b"From: a@x.test", b"To: b@y.test", b"X-Note: one\rBcc: cr@z.test", b"Bcc: q@z.test"]
+    path.write_bytes(ending.join([*head, b"", b"body"]) + ending)
+    request = build("-t", str(path))
+    [message] = request.messages
+    recipients = [str(r.address) for r in message.envelope.recipients]
+    assert sorted(recipients) == ["b@y.test", "cr@z.test", "q@z.test"]
+    encoder = BodyEncoder()
+    wire = b"".join(encoder.encode(c) for c in message.content.chunks()) + encoder.finish()
+    assert b"bcc" not in wire.lower()
+    assert wire.endswith(b"\r\n\r\nbody\r\n.\r\n")

@@ -191,6 +191,14 @@ class ClientConnection:
         return self._state is State.READY and not self._expected and not self._held
 
     @property
+    def earlier_settled(self) -> bool:
+        """No reply is due for a transaction before the current one. Content that may have
+        to be abandoned midway (a file) waits for this, so that cutting the connection for
+        it cannot leave an earlier message's outcome unknown."""
+        current = self._current
+        return all(e.transaction is None or e.transaction is current for e in self._expected)
+
+    @property
     def body_refused(self) -> bool:
         """The server already refused the transaction whose content is being sent (e.g. a
         BDAT chunk refused): the rest has nowhere to go and can be ended at once."""
@@ -238,7 +246,11 @@ class ClientConnection:
                     raise self._unsolicited(reply)
                 inbox.append(reply)
                 if reply.code == 421:
-                    break  # the server is closing (RFC 5321 3.8): nothing after it counts
+                    return  # the server is closing (RFC 5321 3.8): nothing after it counts
+            if parser.pending and len(inbox) >= self._sent and not _may_be_421(parser):
+                # The start of a reply with no command left to answer: even if it ends after
+                # the next command goes out, its first lines came before it.
+                raise self._unsolicited(Reply(0, ("<incomplete reply>",)))
         except RemoteProtocolError as exc:
             self._broken = exc
 
@@ -748,6 +760,11 @@ class ClientConnection:
         self._current = None
         self._move(Input.SERVER_CLOSING)
         self._events.append(ServerClosing(reply))
+
+
+def _may_be_421(parser: ReplyParser) -> bool:
+    """Whether the incomplete reply may yet be a 421, which a server may send unasked."""
+    return b"421".startswith(parser.partial_code)
 
 
 def _decide(txn: _Transaction, rcpt_reply: Reply | None, override: Reply | None) -> Reply:

@@ -147,6 +147,13 @@ class ReplyParser:
         """Bytes received and not yet returned as part of a complete reply."""
         return len(self._buffer) - self._pos + self._size
 
+    @property
+    def partial_code(self) -> bytes:
+        """Up to three octets of the code of the reply still incomplete (b"" when none)."""
+        if self._lines:
+            return str(self._code).encode()
+        return bytes(self._buffer[self._pos : self._pos + 3])
+
     def next_reply(self) -> Reply | None:
         """The next complete reply, or None until more bytes arrive."""
         buffer = self._buffer

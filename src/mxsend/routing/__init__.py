@@ -1,7 +1,9 @@
 """Routing: which hosts to try for a domain, in which order, under which TLS policy.
 
-The decisions are pure functions (``order_mx``, ``interleave``); the lookups are a thin async
-layer on an injected twisted.names resolver (``DNSRouter``).
+The decisions are pure functions (``order_mx``, ``interleave``) and values (``Route``,
+``TLSPolicy``); the lookups are a thin async layer on an injected twisted.names resolver
+(``DNSRouter``). It imports the core's value types and twisted.names, never the Twisted
+shell, the CLI or a queue.
 """
 
 from mxsend.routing._dns import MAX_CNAME_CHAIN, DNSRouter, make_resolver
@@ -10,10 +12,10 @@ from mxsend.routing._mx import (
     MAX_SESSIONS,
     MXHost,
     RouteError,
-    TLSPolicy,
     interleave,
     order_mx,
 )
+from mxsend.routing._policy import PolicySource, Route, TLSPolicy
 
 __all__ = [
     "MAX_ADDRESSES",
@@ -21,6 +23,8 @@ __all__ = [
     "MAX_SESSIONS",
     "DNSRouter",
     "MXHost",
+    "PolicySource",
+    "Route",
     "RouteError",
     "TLSPolicy",
     "interleave",

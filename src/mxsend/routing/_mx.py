@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import enum
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from mxsend.protocol import Reply
+from mxsend.protocol import MxsendError, Reply
 
 __all__ = [
     "MAX_ADDRESSES",
     "MAX_SESSIONS",
     "MXHost",
     "RouteError",
-    "TLSPolicy",
     "interleave",
     "order_mx",
 ]
@@ -25,20 +23,7 @@ MAX_ADDRESSES = 5
 MAX_SESSIONS = 2
 
 
-class TLSPolicy(enum.Enum):
-    """How a destination's channel must be protected (SECURITY 3)."""
-
-    NONE = "none"  #: never STARTTLS
-    MAY = "may"  #: STARTTLS when offered; verify and record; cleartext if TLS fails
-    ENCRYPT = "encrypt"  #: TLS required, certificate not checked
-    VERIFY = "verify"  #: TLS required, certificate valid for the MX host name
-
-    @property
-    def required(self) -> bool:
-        return self in (TLSPolicy.ENCRYPT, TLSPolicy.VERIFY)
-
-
-class RouteError(Exception):
+class RouteError(MxsendError):
     """No route: ``reply`` says why and whether it is worth retrying."""
 
     def __init__(self, reply: Reply) -> None:

@@ -33,6 +33,8 @@ from mxsend.routing import (
     MAX_SESSIONS,
     DNSRouter,
     MXHost,
+    PolicySource,
+    Route,
     RouteError,
     TLSPolicy,
     make_resolver,
@@ -142,12 +144,20 @@ class Deliverer:
             for i, message in enumerate(messages)
         ]
 
-    async def _hosts(self, domain: str) -> tuple[list[MXHost], int]:
-        smarthost = self._options.smarthost
+    async def route(self, domain: str) -> Route:
+        """The route for ``domain`` (any domain with a smarthost): its hosts from DNS, its
+        port, and the TLS policy it gets, with where the policy came from."""
+        options = self._options
+        source = PolicySource.DEFAULT if options.tls is None else PolicySource.OPTION
+        smarthost = options.smarthost
         if smarthost is None:
-            return await self._router.mx_hosts(domain), self._options.mx_port
+            hosts = await self._router.mx_hosts(domain)
+            return Route(domain, tuple(hosts), options.mx_port, options.tls_policy, source)
         addresses = await self._router.addresses(smarthost.host)
-        return [MXHost(smarthost.host, 0, addresses)], smarthost.port
+        host = MXHost(smarthost.host, 0, addresses)
+        return Route(
+            "", (host,), smarthost.port, options.tls_policy, source, smarthost.implicit_tls
+        )
 
     async def _destination(
         self, domain: str, group: list[tuple[int, Message]]
@@ -156,29 +166,25 @@ class Deliverer:
         concurrent sessions, each reusing its connection for its share."""
         started = self._reactor.seconds()
         try:
-            hosts, port = await self._hosts(domain)
+            route = await self.route(domain)
         except RouteError as failure:
             pending = {index: _Pending(message) for index, message in group}
             return self._finish(pending, (failure.reply, FailureKind.DNS), 0, started)
         shares = max(1, min(self._options.connections, len(group)))
         parts = [group[i::shares] for i in range(shares)]
         done = await gatherResults(
-            [Deferred.fromCoroutine(self._attempts(hosts, port, part, started)) for part in parts]
+            [Deferred.fromCoroutine(self._attempts(route, part, started)) for part in parts]
         )
         return [item for part in done for item in part]
 
     async def _attempts(
-        self,
-        hosts: list[MXHost],
-        port: int,
-        group: list[tuple[int, Message]],
-        started: float,
+        self, route: Route, group: list[tuple[int, Message]], started: float
     ) -> list[tuple[int, list[RecipientReport]]]:
         """Try the hosts in order until every recipient has an outcome that another host
         would not change, within the address and session limits."""
         pending = {index: _Pending(message) for index, message in group}
-        queue = [(h, a) for h in hosts for a in h.addresses][: self._options.max_addresses]
-        policy = self._options.tls_policy
+        queue = [(h, a) for h in route.hosts for a in h.addresses][: self._options.max_addresses]
+        policy = route.tls
         last_error = Reply.synthesized(451, "4.4.1", "no mail host could be reached")
         last_failure = FailureKind.CONNECT
         sessions = tried = 0
@@ -188,7 +194,7 @@ class Deliverer:
                 break
             host, address = queue.pop(0)
             tried += 1
-            outcome, driver = await self._session(host, address, port, todo, policy)
+            outcome, driver = await self._session(host, address, route, todo, policy)
             if outcome is None:
                 continue  # no connection: the next address does not use up a session
             sessions += 1
@@ -204,7 +210,7 @@ class Deliverer:
                 queue.insert(0, (host, address))
                 sessions -= 1
                 continue
-            policy = self._options.tls_policy
+            policy = route.tls
             if outcome.refused is not None:
                 last_error, last_failure = outcome.refused, FailureKind.REFUSED
             elif outcome.closing is not None:
@@ -287,13 +293,13 @@ class Deliverer:
         self,
         host: MXHost,
         address: str,
-        port: int,
+        route: Route,
         todo: dict[int, Message],
         policy: TLSPolicy,
     ) -> tuple[SessionOutcome | None, SessionDriver]:
         options = self._options
         smarthost = options.smarthost
-        implicit = smarthost is not None and smarthost.implicit_tls
+        implicit, port = route.implicit_tls, route.port
         config = ClientConfig(
             options.helo_name,
             implicit_tls=implicit,

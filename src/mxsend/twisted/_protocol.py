@@ -136,8 +136,13 @@ class SMTPClientProtocol(Protocol):
         if out:
             self.transport.write(out)
         if self._conn.state is State.CLOSED:
+            self._close_stream()  # a 421 mid-body: the rest has nowhere to go
             self.transport.loseConnection()
-        elif self._driver.streaming is not None and self._chunks is None:
+        elif (
+            self._driver.streaming is not None
+            and self._chunks is None
+            and self._conn.earlier_settled
+        ):
             self._start_stream()
         self._reschedule()
 
@@ -158,6 +163,9 @@ class SMTPClientProtocol(Protocol):
         self._cancel_block()
         chunks, conn = self._chunks, self._conn
         if chunks is None or self.transport is None:
+            return
+        if conn.state is not State.MAIL:  # the session ended under the stream
+            self._close_stream()
             return
         try:
             while not conn.body_refused:
