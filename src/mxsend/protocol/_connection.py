@@ -298,7 +298,7 @@ class ClientConnection:
             return
         reply = Reply.synthesized(451, "4.4.2", reason)
         # After a protocol error the replies of unfinished transactions may belong to other
-        # commands (SECURITY 7): none of them decides anything; every recipient is deferred.
+        # commands (RFC 5321 3.8, RFC 2920 3.2): none decides anything; every recipient is deferred.
         distrust = self._state is State.ERROR
         for txn in list(self._transactions):
             unknown = txn.body_sent and txn.final_reply is None
@@ -683,7 +683,7 @@ class ClientConnection:
             txn.body_requested = True
             self._events.append(BodyRequested(txn.id))
         elif reply.is_positive or reply.is_intermediate:
-            # SECURITY 2: anything but 354 to DATA means the stream is out of step.
+            # Anything but 354 to DATA means the stream is out of step (docs/security.md).
             raise RemoteProtocolError(f"unexpected {reply.code} reply to DATA")
         else:
             self._fail(txn, reply)

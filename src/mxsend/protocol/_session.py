@@ -130,7 +130,7 @@ class SessionDriver:
         elif isinstance(event, TLSRequested):
             pass  # the I/O layer starts TLS, then calls connection.tls_established()
         elif isinstance(event, TLSRefused):
-            # A refusal's code is not trusted: a man in the middle can forge a 5xx (SECURITY 3).
+            # A refusal's code is not trusted: a man in the middle can forge a 5xx (RFC 3207 6).
             self._without_tls(False, f"the server refused STARTTLS: {event.reply}")
         elif isinstance(event, Authenticated):
             self._next()
@@ -205,7 +205,7 @@ class SessionDriver:
         try:
             self.connection.authenticate(self._mechanism)
         except LocalProtocolError as refusal:
-            # Cleartext channel (SECURITY 4: credentials never cross it) or a mechanism the
+            # Cleartext channel (RFC 4954 4: credentials never cross it) or a mechanism the
             # server does not offer: defer, saying why.
             self.auth_failed = Reply.synthesized(451, "4.7.0", str(refusal))
             self._quit()

@@ -69,7 +69,8 @@ class _NoData(Exception):
 
 class DNSRouter:
     """Finds MX hosts and their addresses. NXDOMAIN is permanent; SERVFAIL, refusals and
-    time-outs are transient (SECURITY 8). Answers are cached for their TTL by ``clock``."""
+    time-outs are transient (RFC 5321 5.1, RFC 2308). Answers are cached for their TTL by
+    ``clock``."""
 
     def __init__(
         self, resolver: Any, clock: IReactorTime, rng: random.Random | None = None

@@ -1,6 +1,6 @@
 """Delivery: route each recipient domain, connect, run the session, report every recipient.
 
-Reads top to bottom as ``async def`` (STYLE 12); the public face returns Deferreds.
+Reads top to bottom as ``async def``; the public face returns Deferreds.
 """
 
 from __future__ import annotations
