@@ -1,20 +1,72 @@
-"""Shared fixtures: servers on loopback that the tests start themselves and stop by PID."""
+"""Shared fixtures: servers on loopback that the tests start themselves and stop by PID, and
+temporary folders kept out of the checkout (a run that leaves an untracked file in it fails:
+see tests/cleantree.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import unittest
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
+
+from tests import cleantree
+
+# Hypothesis's folder for this session (see pytest_sessionstart), removed at its end.
+_HYPOTHESIS_HOME = pytest.StashKey[Path]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    cleantree.pytest_sessionstart(session)  # a run that leaves an untracked file fails
+    # Hypothesis keeps its example database and caches in ./.hypothesis, the checkout under
+    # pytest, from collection on (before any fixture runs): give it a folder of its own
+    # instead, unless HYPOTHESIS_STORAGE_DIRECTORY names one.
+    if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+        home = Path(tempfile.mkdtemp(prefix="mxsend-hypothesis-"))
+        session.config.stash[_HYPOTHESIS_HOME] = home
+        set_hypothesis_home_dir(home)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    home = session.config.stash.get(_HYPOTHESIS_HOME, None)
+    if home is not None:
+        set_hypothesis_home_dir(None)
+        shutil.rmtree(home, ignore_errors=True)
+    cleantree.pytest_sessionfinish(session)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    cleantree.pytest_terminal_summary(terminalreporter)
+
+
+# Set for the session by _scratch_root: where temp_dir() makes its folders.
+_SCRATCH: list[Path] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scratch_root(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Trial cases get their folders from temp_dir(), under pytest's base temporary folder."""
+    _SCRATCH[:] = [tmp_path_factory.mktemp("trial")]
+
+
+def temp_dir(case: unittest.TestCase) -> Path:
+    """A fresh, empty folder for one trial test, under pytest's base temporary folder. (Trial's
+    own ``mktemp()`` names one relative to the working directory: the checkout, under pytest.)"""
+    parent = _SCRATCH[0] if _SCRATCH else None  # None: the system's temporary folder
+    name = case.id().rsplit(".", 1)[-1][:40]
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=parent))
 
 
 def run_mxsend(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

@@ -201,9 +201,7 @@ def test_a_file_waits_for_the_final_reply_before_it_so_its_failure_costs_no_othe
         Envelope.build("a@example.com", ["c@example.net"]), Content.from_path("/nonexistent")
     )
     driver = SessionDriver(conn, [first, broken])
-    protocol = SMTPClientProtocol(
-        conn, driver, clock=clock, timeouts=Timeouts(), starttls=None
-    )
+    protocol = SMTPClientProtocol(conn, driver, clock=clock, timeouts=Timeouts(), starttls=None)
     transport = StringTransport()
     protocol.makeConnection(transport)
     protocol.dataReceived(b"220 mx\r\n")

@@ -1,4 +1,5 @@
-"""Address and parameter validation (SECURITY 5): refuse, never repair."""
+"""Address and parameter validation (RFC 5321 4.1.2; docs/security.md, command injection):
+refuse, never repair."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""DATA transparency and canonical line endings (SECURITY 1: SMTP smuggling)."""
+"""DATA transparency and canonical line endings (RFC 5321 4.5.2; docs/security.md, SMTP
+smuggling)."""
 
 from __future__ import annotations
 

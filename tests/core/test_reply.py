@@ -1,4 +1,5 @@
-"""The reply parser: strict, incremental, bounded (SECURITY 6)."""
+"""The reply parser: strict, incremental, bounded (RFC 5321 4.2; docs/security.md, denial of
+service)."""
 
 from __future__ import annotations
 

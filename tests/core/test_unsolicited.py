@@ -1,4 +1,4 @@
-"""One reply more than was asked for (SMTP desynchronisation, SECURITY 7).
+"""One reply more than was asked for (SMTP desynchronisation: RFC 2920 3.1; docs/security.md).
 
 A reply that arrives before its command was sent would be matched to whatever the client sends
 next and shift every later reply by one. Golden transcripts end with the server's offending
@@ -612,3 +612,29 @@ def test_an_end_of_data_that_never_left_is_not_outcome_unknown() -> None:
     lose(conn, driver)
     [result] = driver.results
     assert all(r.status.value == "deferred" and not r.outcome_unknown for r in result.recipients)
+
+
+def test_the_first_lines_of_a_reply_sent_ahead_of_its_command_are_caught() -> None:
+    # Forged capabilities arrive with the greeting, the reply's last line after the EHLO:
+    # the reply began before its command was sent.
+    conn = ClientConnection(ClientConfig("client.example"))
+    conn.receive_data(b"220 mx\r\n250-forged-early\r\n250-AUTH PLAIN\r\n")
+    with pytest.raises(RemoteProtocolError, match="no command outstanding"):
+        while conn.next_event() is not None:
+            pass
+    assert conn.state is State.ERROR and conn.data_to_send() == b""
+
+
+def test_an_unasked_421_may_arrive_a_byte_at_a_time() -> None:
+    conn = ClientConnection(ClientConfig("client.example"))
+    conn.receive_data(b"220 mx\r\n")
+    conn.next_event()
+    conn.data_to_send()
+    conn.receive_data(b"250 mx\r\n")
+    conn.next_event()
+    for byte in b"421 4.3.2 shutting down\r\n":
+        conn.receive_data(bytes([byte]))
+    events = []
+    while (event := conn.next_event()) is not None:
+        events.append(type(event).__name__)
+    assert events == ["ServerClosing"]

@@ -60,10 +60,10 @@ class Aio:
 
 
 @pytest.fixture(scope="module")
-def aio() -> Iterator[Aio]:
+def aio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Aio]:
     ca = TestCA()
     issued = ca.issue("127.0.0.1")
-    folder = Path(tempfile.mkdtemp(prefix="mxsend-aio-"))
+    folder = tmp_path_factory.mktemp("aio")
     (folder / "cert.pem").write_bytes(issued.cert_pem)
     (folder / "key.pem").write_bytes(issued.key_pem)
     (folder / "ca.pem").write_bytes(ca.cert_pem)

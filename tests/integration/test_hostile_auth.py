@@ -1,4 +1,5 @@
-"""SECURITY 4: no AUTH line ever crosses a cleartext channel."""
+"""No AUTH line ever crosses a cleartext channel (RFC 4954 4; docs/security.md, credentials
+before TLS)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""SECURITY 7: a reply sent ahead of its command, over real sockets, never shifts the replies
-after it: the session aborts and the recipient stays deferred (retryable, never a false
-delivery or bounce)."""
+"""A reply sent ahead of its command, over real sockets, never shifts the replies after it: the
+session aborts and the recipient stays deferred (retryable, never a false delivery or bounce).
+RFC 2920 3.1; docs/security.md, desynchronisation by unsolicited replies."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from mxsend._testca import TestCA
 from mxsend.protocol import Status
 from mxsend.routing import TLSPolicy
 from mxsend.twisted import RecipientReport
+from tests.conftest import temp_dir
 from tests.integration.deliver import deliver_to
 from tests.integration.hostile import (
     EHLO,
@@ -56,10 +57,9 @@ class Desynchronisation(TestCase):
         return serving(self, HostileServer(respond, greeting=greeting, certificate=issued))
 
     def cafile(self) -> str:
-        path = self.mktemp()
-        with open(path, "wb") as out:
-            out.write(CA.cert_pem)
-        return path
+        path = temp_dir(self) / "ca.pem"
+        path.write_bytes(CA.cert_pem)
+        return str(path)
 
     def run_case(self, job: Coroutine[Any, Any, None]) -> Deferred[None]:
         return Deferred.fromCoroutine(job)

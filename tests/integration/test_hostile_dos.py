@@ -1,5 +1,5 @@
-"""SECURITY 6: a server cannot hold memory or the session: bounded replies, absolute
-deadlines, and the message stays deferred (retryable)."""
+"""A server cannot hold memory or the session: bounded replies, absolute deadlines, and the
+message stays deferred (retryable). RFC 5321 4.5.3.2; docs/security.md, denial of service."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""SECURITY 2 and 3: STARTTLS response injection, stripping and downgrades."""
+"""STARTTLS response injection, stripping and downgrades (RFC 3207 5; docs/security.md,
+STARTTLS response injection and STARTTLS stripping and downgrade)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from twisted.trial.unittest import TestCase
 from mxsend._testca import TestCA
 from mxsend.protocol import Status
 from mxsend.routing import TLSPolicy
+from tests.conftest import temp_dir
 from tests.integration.deliver import deliver_to
 from tests.integration.hostile import HostileProtocol, HostileServer, ordinary, serving
 
@@ -46,10 +48,9 @@ class StartTLSAttacks(TestCase):
         return serving(self, HostileServer(respond, certificate=issued))
 
     def cafile(self) -> str:
-        path = self.mktemp()
-        with open(path, "wb") as out:
-            out.write(CAFILE_PEM)
-        return path
+        path = temp_dir(self) / "ca.pem"
+        path.write_bytes(CAFILE_PEM)
+        return str(path)
 
     def run_case(self, job: Coroutine[Any, Any, None]) -> Deferred[None]:
         return Deferred.fromCoroutine(job)
@@ -147,11 +148,10 @@ class OtherPolicies(TestCase):
         server = serving(
             self, HostileServer(ordinary, certificate=CA.issue("127.0.0.1")), implicit_tls=True
         )
-        cafile = self.mktemp()
-        with open(cafile, "wb") as out:
-            out.write(CAFILE_PEM)
+        cafile = temp_dir(self) / "ca.pem"
+        cafile.write_bytes(CAFILE_PEM)
         [report] = await deliver_to(
-            server.port, tls=TLSPolicy.VERIFY, cafile=cafile, implicit_tls=True, auth=False
+            server.port, tls=TLSPolicy.VERIFY, cafile=str(cafile), implicit_tls=True, auth=False
         )
         assert report.status is Status.DELIVERED, report
         assert report.tls is not None and report.tls.verified

@@ -42,6 +42,7 @@ from mxsend.twisted import (
     Smarthost,
     Timeouts,
 )
+from tests.conftest import temp_dir
 from tests.postfix import Postfix, running_postfix
 
 MIB = 2**20
@@ -391,7 +392,7 @@ class StopsReading(TestCase):
         assert server.commands[-1].startswith(b"BDAT" if chunking else b"DATA"), server.commands
 
     def test_data(self) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._trips_block_deadline(folder(self), False))
+        return Deferred.fromCoroutine(self._trips_block_deadline(temp_dir(self), False))
 
     async def _slow_but_steady(self, tmp: Path) -> None:
         # The deadline is for each block, not for the whole content: a server taking at most
@@ -415,23 +416,16 @@ class StopsReading(TestCase):
         assert elapsed > 4 * 0.5, elapsed  # the client waited for the server, many blocks long
 
     def test_slow_but_steady_reader_is_not_timed_out(self) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._slow_but_steady(folder(self)))
+        return Deferred.fromCoroutine(self._slow_but_steady(temp_dir(self)))
 
     def test_bdat(self) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._trips_block_deadline(folder(self), True))
+        return Deferred.fromCoroutine(self._trips_block_deadline(temp_dir(self), True))
 
     def test_data_after_starttls(self) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._trips_block_deadline(folder(self), False, True))
+        return Deferred.fromCoroutine(self._trips_block_deadline(temp_dir(self), False, True))
 
     def test_bdat_after_starttls(self) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._trips_block_deadline(folder(self), True, True))
-
-
-def folder(case: TestCase) -> Path:
-    """A fresh folder for a trial test (its mktemp only names one)."""
-    path = Path(case.mktemp())  # type: ignore[no-untyped-call]
-    path.mkdir(parents=True)
-    return path
+        return Deferred.fromCoroutine(self._trips_block_deadline(temp_dir(self), True, True))
 
 
 # -- (c) a file that changes size under the client ---------------------------------------------
@@ -560,7 +554,7 @@ class ContentChanges(TestCase):
         return server
 
     async def _changed(self, change: str, chunking: bool) -> None:
-        tmp = folder(self)
+        tmp = temp_dir(self)
         server = self.serve(chunking)
         path = tmp / "changing.eml"
         write_message(path, 4 * MIB, "changing")

@@ -70,7 +70,8 @@ def test_dsn_and_smtputf8(postfix: Postfix, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("mode", ["--no-chunking", "--tls=verify"])
 def test_smuggling_body_arrives_as_one_message(postfix: Postfix, tmp_path: Path, mode: str) -> None:
-    # SECURITY 1: the body that made Postfix 3.7 accept a second, forged message.
+    # docs/security.md, SMTP smuggling: the body that made Postfix 3.7 accept a second,
+    # forged message.
     body = (
         b"Subject: smuggle\n\n.\nMAIL FROM:<ceo@bank.test>\nRCPT TO:<victim@test.example>\n"
         b"DATA\nforged\n.\r\nQUIT\n\r.\r\nMAIL FROM:<x@y.test>\n"
