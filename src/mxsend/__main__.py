@@ -1,5 +1,5 @@
 import sys
 
-from mxsend._cli import main
+from mxsend.cli import main
 
 sys.exit(main())

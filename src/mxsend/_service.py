@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
 
-from mxsend._cli import UserError, _build_send, _parser, _Request, _send, internal_error
+from mxsend.cli import UserError, internal_error, send
 
 __all__ = ["DeliveryService", "Options", "makeService"]
 
@@ -37,8 +37,10 @@ class Options(usage.Options):
 
 
 def _exit_with(status: int) -> None:
-    # twistd always exits 0 once its reactor stops; this runs at interpreter exit, after
-    # twistd's own shutdown work, to give the process the delivery's exit status.
+    # twistd has no way for an application to set the exit status: twisted.scripts.twistd's
+    # runApp returns once the reactor stops (it re-raises only a received signal) and the
+    # script then exits 0. So this runs at interpreter exit, after twistd's own shutdown and
+    # the other atexit handlers registered before it, flushes, and ends with the status.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
@@ -47,7 +49,7 @@ def _exit_with(status: int) -> None:
 class DeliveryService(Service):
     """Delivers the request once the reactor runs, prints the report, stops the reactor."""
 
-    def __init__(self, request: _Request, as_json: bool, *, verbose: bool = False) -> None:
+    def __init__(self, request: send.Request, as_json: bool, *, verbose: bool = False) -> None:
         self._request = request
         self._json = as_json
         self._verbose = verbose
@@ -62,7 +64,7 @@ class DeliveryService(Service):
 
     async def _run(self, reactor: Any) -> None:
         try:
-            status = int(await _send(reactor, self._request, self._json))
+            status = int(await send.run(reactor, self._request, self._json))
         except UserError as exc:
             sys.stderr.write(f"mxsend: {exc}\n")
             status = int(exc.status)
@@ -77,9 +79,9 @@ class DeliveryService(Service):
 
 
 def makeService(options: Options) -> IService:
-    args = _parser().parse_args(["send", *options.subOptions.argv])
+    args = send.build_parser().parse_args(options.subOptions.argv)
     try:
-        request = _build_send(args)
+        request = send.build_request(args)
     except UserError as exc:
         sys.stderr.write(f"mxsend: {exc}\n")
         raise SystemExit(int(exc.status)) from None

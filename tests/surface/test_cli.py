@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mxsend._cli import main
+from mxsend.cli import main
 from tests.conftest import run_mxsend as run
 
 
@@ -37,18 +37,19 @@ def test_version() -> None:
 def test_host_port_forms() -> None:
     import argparse
 
-    from mxsend._cli import _host_port, _strip_bcc
+    from mxsend.cli._common import host_port
+    from mxsend.message import strip_bcc
 
-    assert _host_port("mail.example", 25) == ("mail.example", 25)
-    assert _host_port("mail.example:587", 25) == ("mail.example", 587)
-    assert _host_port("[::1]:2525", 25) == ("::1", 2525)
-    assert _host_port("[::1]", 25) == ("::1", 25)
-    assert _host_port("2001:db8::1", 25) == ("2001:db8::1", 25)
+    assert host_port("mail.example", 25) == ("mail.example", 25)
+    assert host_port("mail.example:587", 25) == ("mail.example", 587)
+    assert host_port("[::1]:2525", 25) == ("::1", 2525)
+    assert host_port("[::1]", 25) == ("::1", 25)
+    assert host_port("2001:db8::1", 25) == ("2001:db8::1", 25)
     for bad in ("host:0", "host:x", "[::1]x", ":25", "host:70000"):
         with pytest.raises(argparse.ArgumentTypeError):
-            _host_port(bad, 25)
+            host_port(bad, 25)
     message = b"To: a@x\r\nBcc: b@x,\r\n c@x\r\nSubject: s\r\n\r\nBcc: body stays\r\n"
-    assert _strip_bcc(message) == b"To: a@x\r\nSubject: s\r\n\r\nBcc: body stays\r\n"
+    assert strip_bcc(message) == b"To: a@x\r\nSubject: s\r\n\r\nBcc: body stays\r\n"
 
 
 def test_demo_json_names_each_failure_kind() -> None:

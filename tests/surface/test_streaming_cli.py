@@ -21,9 +21,12 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from mxsend import _cli
-from mxsend._cli import MAX_HEADER_OCTETS, UserError, _build_send, _parser, _strip_bcc, main
+from mxsend import message as message_module
 from mxsend._exits import Exit
+from mxsend.cli import UserError, build_parser, main
+from mxsend.cli import send as send_command
+from mxsend.cli.send import build_request
+from mxsend.message import MAX_HEADER_OCTETS, strip_bcc
 from mxsend.protocol import Content
 from mxsend.testing import DEFAULT_EXTENSIONS, FakeServer
 from tests.conftest import run_mxsend as mxsend
@@ -52,7 +55,7 @@ HIDDEN = {"hidden@z.test", "other@z.test", "shout@z.test"}
 
 
 def build(*argv: str) -> Any:
-    return _build_send(_parser().parse_args(["send", *argv]))
+    return build_request(build_parser().parse_args(["send", *argv]))
 
 
 def content_of(request: Any) -> Content:
@@ -153,7 +156,7 @@ def test_t_reads_only_the_header_block_of_a_large_file(
         assert mode == "rb"
         return io.BufferedReader(_CountingFile(name))
 
-    monkeypatch.setattr(_cli, "open", counting_open, raising=False)
+    monkeypatch.setattr(message_module, "open", counting_open, raising=False)
     _CountingFile.read_octets = 0
     tracemalloc.start()
     try:
@@ -245,10 +248,10 @@ def test_a_pipe_given_by_name_is_spooled(tmp_path: Path, spools: list[BinaryIO])
 
 
 def test_strip_bcc_keeps_everything_after_the_header_block() -> None:
-    assert _strip_bcc(HEAD + BODY) == STRIPPED + BODY
-    assert _strip_bcc(b"\nBcc: x@y\n") == b"\nBcc: x@y\n"  # no headers: all body
+    assert strip_bcc(HEAD + BODY) == STRIPPED + BODY
+    assert strip_bcc(b"\nBcc: x@y\n") == b"\nBcc: x@y\n"  # no headers: all body
     # No body, no final newline; once a line goes, the header lines end in CRLF.
-    assert _strip_bcc(b"To: a@x\nBcc: b@x") == b"To: a@x\r\n"
+    assert strip_bcc(b"To: a@x\nBcc: b@x") == b"To: a@x\r\n"
 
 
 # -- errors, from the command line ---------------------------------------------------------
@@ -321,7 +324,7 @@ def test_internal_error_is_one_line_and_70(
     def broken(args: Any) -> Any:
         raise RuntimeError("a bug\nover two lines")
 
-    monkeypatch.setattr(_cli, "_build_send", broken)
+    monkeypatch.setattr(send_command, "build_request", broken)
     assert main(["send", "--to", "b@y.test", str(message)]) == 70
     err = capsys.readouterr().err
     assert err == "mxsend: internal error: RuntimeError: a bug over two lines\n"
@@ -334,13 +337,14 @@ def test_internal_error_is_one_line_and_70(
 
 INSIDE_REACTOR = """
 import sys
-from mxsend import _cli
+from mxsend import cli
+from mxsend.cli import send
 
 async def broken(reactor, request, as_json):
     raise RuntimeError("in the reactor")
 
-_cli._send = broken
-sys.exit(_cli.main(sys.argv[1:]))
+send.run = broken
+sys.exit(cli.main(sys.argv[1:]))
 """
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mxsend._cli import _build_send, _parser
+from mxsend.cli import build_parser
+from mxsend.cli.send import build_request
 from mxsend.twisted import STAGES, Timeouts
 from tests.conftest import run_mxsend as mxsend
 
@@ -102,7 +103,7 @@ def test_timeouts_apply_in_order(message: Path) -> None:
         argv = ["send", "--from", "a@x.test", "--to", "b@y.test", str(message)]
         for spec in specs:
             argv += ["--timeout", spec]
-        return _build_send(_parser().parse_args(argv)).options.timeouts  # type: ignore[no-any-return]
+        return build_request(build_parser().parse_args(argv)).options.timeouts  # type: ignore[no-any-return]
 
     assert parsed() == Timeouts()
     both = parsed("all=3", "rcpt=10")

@@ -1,0 +1,60 @@
+"""The ``mxsend`` command line: one module per command, and :func:`main` to pick one.
+
+Each command module (``send``, ``plan``, ``demo``) has ``setup(commands)``, which adds its
+subcommand and options to the ``mxsend`` parser, and ``execute(args)``, which runs it and
+returns the exit status. What they share (the user error, one-line usage errors, option types,
+running in the reactor) is in ``_common``. User errors print one line (``mxsend: ...``) and
+exit with a sysexits status; no traceback. Commands import their machinery (Twisted, the demo
+world) only when they run, so ``mxsend --help`` stays quick.
+
+Commands to come (queue, daemon, config, a sendmail-compatible front end) are modules here in
+the same shape, added to ``_COMMANDS``; message preparation for them is :mod:`mxsend.message`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Protocol
+
+from mxsend import __version__
+from mxsend.cli import demo, plan, send
+from mxsend.cli._common import Parser, Subcommands, UserError, internal_error, run_in_reactor
+
+__all__ = ["UserError", "build_parser", "internal_error", "main", "run_in_reactor"]
+
+
+class _Command(Protocol):
+    """What a command module has."""
+
+    def setup(self, commands: Subcommands) -> argparse.ArgumentParser: ...
+
+    def execute(self, args: argparse.Namespace) -> int: ...
+
+
+#: Every command, by the name it is given on the command line, in the order ``--help`` shows.
+_COMMANDS: dict[str, _Command] = {"send": send, "plan": plan, "demo": demo}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mxsend`` parser, with each command's subcommand."""
+    parser = Parser(prog="mxsend", description="Outbound e-mail delivery, built on Twisted.")
+    parser.add_argument("--version", action="version", version=f"mxsend {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for command in _COMMANDS.values():
+        command.setup(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``mxsend`` with ``argv`` (default: the process's arguments); the exit status."""
+    args = build_parser().parse_args(argv)
+    verbose = bool(getattr(args, "verbose", False))
+    try:
+        return _COMMANDS[args.command].execute(args)
+    except UserError as exc:
+        sys.stderr.write(f"mxsend: {exc}\n")
+        return int(exc.status)
+    except Exception as exc:
+        return internal_error(exc, verbose=verbose)

@@ -1,0 +1,253 @@
+"""``mxsend send``: deliver one message, read as it is sent (never whole into memory).
+
+The twistd plugin (:mod:`mxsend._service`) takes the same options through
+:func:`build_parser`, builds the same :class:`Request` and delivers it with :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from mxsend._exits import Exit
+from mxsend.cli._common import (
+    EXIT_HELP,
+    Parser,
+    Subcommands,
+    UserError,
+    host_port,
+    message_error,
+    parse_timeouts,
+    routing_options,
+    run_in_reactor,
+    timeout_option,
+    timeouts_help,
+)
+
+__all__ = ["Request", "add_arguments", "build_parser", "build_request", "execute", "run", "setup"]
+
+_HELP = "deliver a message"
+_DESCRIPTION = "Deliver one message, read as it is sent (never whole into memory)."
+
+
+@dataclass
+class Request:
+    """What to deliver and how: the messages, the delivery options, the DNS server."""
+
+    messages: list[Any]
+    options: Any
+    dns: tuple[str, int] | None
+
+
+def setup(commands: Subcommands) -> argparse.ArgumentParser:
+    """Add ``send`` to the subcommands of the ``mxsend`` parser."""
+    parser = commands.add_parser(
+        "send",
+        help=_HELP,
+        description=_DESCRIPTION,
+        epilog=f"{timeouts_help()}\n\n{EXIT_HELP}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A parser for the options of ``send`` alone, as ``mxsend send`` takes them."""
+    parser = Parser(
+        prog="mxsend send",
+        description=_DESCRIPTION,
+        epilog=f"{timeouts_help()}\n\n{EXIT_HELP}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "message",
+        nargs="?",
+        default="-",
+        metavar="MESSAGE",
+        help="RFC 5322 message file, or - for standard input (default)",
+    )
+    parser.add_argument(
+        "--from",
+        dest="sender",
+        metavar="ADDR",
+        help="envelope sender (default: the From header); '' for <>",
+    )
+    parser.add_argument("--to", action="append", default=[], metavar="ADDR", help="a recipient")
+    parser.add_argument(
+        "-t",
+        action="store_true",
+        dest="from_headers",
+        help="also take recipients from To, Cc and Bcc (Bcc is removed)",
+    )
+    routing_options(parser)
+    timeout_option(parser)
+    parser.add_argument("--helo", metavar="NAME", help="name to give in EHLO (default: FQDN)")
+    parser.add_argument("--cafile", metavar="FILE", help="also trust this CA (PEM)")
+    parser.add_argument("--auth-user", metavar="USER", help="AUTH user for the smarthost")
+    parser.add_argument(
+        "--auth-password-file",
+        metavar="FILE",
+        help="file holding the AUTH password (else $MXSEND_PASSWORD)",
+    )
+    parser.add_argument(
+        "--allow-cleartext-auth",
+        action="store_true",
+        help="allow AUTH on an unencrypted channel (e.g. to localhost)",
+    )
+    parser.add_argument(
+        "--no-chunking",
+        action="store_true",
+        help="send with DATA even when the server offers BDAT (CHUNKING)",
+    )
+    parser.add_argument(
+        "--notify", metavar="LIST", help="DSN NOTIFY: never or success,failure,delay"
+    )
+    parser.add_argument("--ret", choices=["full", "hdrs"], help="DSN RET")
+    parser.add_argument("--envid", metavar="ID", help="DSN envelope identifier")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="write the SMTP transcript to stderr (credentials redacted)",
+    )
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.auth_password_file:
+        try:
+            with open(args.auth_password_file, encoding="utf-8") as handle:
+                return handle.readline().rstrip("\r\n")
+        except OSError as exc:
+            raise UserError(Exit.CONFIG, f"cannot read password file: {exc.strerror}") from None
+    password = os.environ.get("MXSEND_PASSWORD")
+    if password is None:
+        raise UserError(Exit.CONFIG, "--auth-user needs --auth-password-file or MXSEND_PASSWORD")
+    return password
+
+
+def _helo_name(args: argparse.Namespace) -> str:
+    from mxsend.protocol import AddressError, validate_domain
+
+    name = args.helo or socket.getfqdn()
+    try:
+        validate_domain(name)
+    except AddressError:
+        if args.helo:
+            raise UserError(Exit.USAGE, f"--helo {args.helo!r} is not a valid domain") from None
+        return "localhost"
+    return name
+
+
+def build_request(args: argparse.Namespace) -> Request:
+    """The delivery ``args`` (parsed ``send`` options) ask for; a UserError if they cannot."""
+    from mxsend.message import MessageError, prepare, scan
+    from mxsend.protocol import (
+        AddressError,
+        Body,
+        Envelope,
+        MailOptions,
+        Message,
+        Notify,
+        ParameterError,
+        Plain,
+        RcptOptions,
+        Ret,
+    )
+    from mxsend.routing import TLSPolicy
+    from mxsend.twisted import DeliveryOptions, Smarthost
+
+    timeouts = parse_timeouts(args.timeout)
+    try:
+        prepared = prepare(
+            args.message,
+            read_headers=args.from_headers or args.sender is None,
+            strip_bcc=args.from_headers,
+        )
+    except MessageError as exc:
+        raise message_error(exc) from None
+    recipients = list(args.to) + (prepared.recipients if args.from_headers else [])
+    sender = prepared.sender if args.sender is None else args.sender
+    if not recipients:
+        raise UserError(Exit.USAGE, "no recipients: give --to ADDR or -t")
+    if sender is None:
+        raise UserError(Exit.USAGE, "no sender: give --from ADDR (or a From header)")
+    try:
+        info = scan(prepared.content)
+    except MessageError as exc:
+        raise message_error(exc) from None
+    try:
+        notify = (
+            frozenset(Notify(n.strip().upper()) for n in args.notify.split(","))
+            if args.notify
+            else frozenset()
+        )
+        options = MailOptions(
+            size=info.size,
+            body=Body.EIGHT_BIT_MIME if info.eight_bit else None,
+            ret=Ret(args.ret.upper()) if args.ret else None,
+            envid=args.envid,
+        )
+        envelope = Envelope.build(sender, recipients, options, RcptOptions(notify))
+    except (AddressError, ParameterError) as exc:
+        raise UserError(Exit.DATAERR, str(exc)) from None
+    except ValueError as exc:
+        raise UserError(Exit.USAGE, f"--notify: {exc}") from None
+    smarthost = None
+    if args.smarthost:
+        try:
+            host, port = host_port(args.smarthost, 587)
+        except argparse.ArgumentTypeError as exc:
+            raise UserError(Exit.USAGE, f"--smarthost: {exc}") from None
+        mechanism = Plain(args.auth_user, _password(args)) if args.auth_user else None
+        smarthost = Smarthost(host, port, mechanism)
+    elif args.auth_user:
+        raise UserError(Exit.USAGE, "--auth-user needs --smarthost")
+    if args.cafile and not os.access(args.cafile, os.R_OK):
+        raise UserError(Exit.CONFIG, f"cannot read --cafile {args.cafile}")
+    trace = None
+    if args.verbose:
+
+        def trace(direction: str, line: str) -> None:
+            sys.stderr.write(f"{direction}: {line}\n")
+
+    delivery = DeliveryOptions(
+        _helo_name(args),
+        mx_port=args.mx_port,
+        tls=TLSPolicy(args.tls) if args.tls else None,
+        cafile=args.cafile,
+        smarthost=smarthost,
+        allow_cleartext_auth=args.allow_cleartext_auth,
+        chunking=not args.no_chunking,
+        timeouts=timeouts,
+        trace=trace,
+    )
+    return Request([Message(envelope, prepared.content)], delivery, args.dns)
+
+
+async def run(reactor: Any, request: Request, as_json: bool) -> Exit:
+    """Deliver ``request``, print the report (JSON with ``as_json``); the exit status."""
+    from mxsend._report import exit_status, format_human, format_json
+    from mxsend.routing import DNSRouter, make_resolver
+    from mxsend.twisted import Deliverer
+
+    # A file that changes after its scan is reported per recipient by the adapter, not raised.
+    router = DNSRouter(make_resolver(request.dns, reactor), reactor)
+    reports = await Deliverer(reactor, router, request.options).deliver(request.messages)
+    (format_json if as_json else format_human)(reports, sys.stdout)
+    return exit_status(r for m in reports for r in m.recipients)
+
+
+def execute(args: argparse.Namespace) -> int:
+    """``mxsend send``: build the request, then deliver it in the reactor."""
+    request = build_request(args)
+    return run_in_reactor(lambda reactor: run(reactor, request, args.json), verbose=args.verbose)
