@@ -1,24 +1,36 @@
-"""The exceptions of mxsend's protocol core.
+"""mxsend's exceptions: one rooted tree. The root and the core's own are defined here; the
+others live beside the code that raises them and are drawn here so the whole tree is in one
+place.
 
 ::
 
-    MxsendError
+    MxsendError                             (mxsend.protocol)
      +-- ProtocolError
-          +-- LocalProtocolError          the caller asked for something the protocol forbids;
-          |    |                          nothing was sent and the connection is unchanged
-          |    +-- AddressError           a mailbox or domain that is not valid RFC 5321
-          |    +-- ParameterError         an option value that cannot go on the wire
-          |    +-- ExtensionRequiredError the message needs an extension the server lacks
-          |    +-- MessageTooLargeError   larger than the server's declared SIZE
-          |    +-- LineTooLongError       a line over 998 octets under the REJECT policy
-          |    +-- CleartextAuthError     AUTH asked for on a channel that is not encrypted
-          +-- RemoteProtocolError         the server broke the protocol: abort the connection
-               +-- ResponseInjectionError bytes received after 220 to STARTTLS, before TLS
-               +-- AuthenticationError    the server failed to prove itself (SCRAM signature)
+     |    +-- LocalProtocolError          the caller asked for something the protocol forbids;
+     |    |    |                          nothing was sent and the connection is unchanged
+     |    |    +-- AddressError           a mailbox or domain that is not valid RFC 5321
+     |    |    +-- ParameterError         an option value that cannot go on the wire
+     |    |    +-- ExtensionRequiredError the message needs an extension the server lacks
+     |    |    +-- MessageTooLargeError   larger than the server's declared SIZE
+     |    |    +-- LineTooLongError       a line over 998 octets under the REJECT policy
+     |    |    +-- CleartextAuthError     AUTH asked for on a channel that is not encrypted
+     |    +-- RemoteProtocolError         the server broke the protocol: abort the connection
+     |         +-- ResponseInjectionError bytes received after 220 to STARTTLS, before TLS
+     |         +-- AuthenticationError    the server failed to prove itself (SCRAM signature)
      +-- ContentError                     message content unreadable, or changed while sent
+     +-- RouteError                       no route for a domain (mxsend.routing); .reply says
+     |                                    whether it is worth retrying
+     +-- MessageError                     a message cannot be prepared (mxsend.message)
+     |    +-- UnreadableMessageError      its file or standard input cannot be read
+     |    +-- InvalidMessageError         its header block or lines are not acceptable
+     |    +-- SpoolError                  standard input cannot be copied to a spool file
+     +-- UserError                        what a command line user asked for (mxsend.cli),
+                                          with its sysexits status
 
 Outcomes the server reports with a reply (a 550 to RCPT, a 451 to DATA) are not exceptions:
-they are data, in events and results. The Twisted shell adds transport errors beside these.
+they are data, in events and results; so are transport failures (connection refused, lost,
+timed out, TLS), which the Twisted shell turns into reports with a ``FailureKind``
+(mxsend.model) at its one boundary with Twisted, OpenSSL and DNS errors.
 """
 
 from __future__ import annotations
