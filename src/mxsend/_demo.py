@@ -27,7 +27,7 @@ RECIPIENTS = [
     "anyone@void.test",
 ]
 CONTENT = b"""From: demo@mxsend.test
-To: several recipients in five domains
+To: five recipients in four domains
 Subject: mxsend demo
 
 .This line starts with a dot; the encoder stuffs it.
