@@ -1,4 +1,6 @@
-"""The protocol core does no I/O: no event loop, socket, TLS library or clock."""
+"""The pure rooms do no I/O of the network kind: the protocol core (no event loop, socket, TLS
+library or clock), the shared model and message preparation (no Twisted, event loop or TLS
+library), so a queue, a status page or a sendmail front end can use them alone."""
 
 from __future__ import annotations
 
@@ -7,30 +9,58 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
+import mxsend.message
+import mxsend.model
 import mxsend.protocol
 
-FORBIDDEN = {"twisted", "asyncio", "socket", "ssl", "time", "select", "selectors", "threading"}
+CORE_FORBIDDEN = {"twisted", "asyncio", "socket", "ssl", "time", "select", "selectors", "threading"}
+PURE_FORBIDDEN = {"twisted", "asyncio", "ssl", "OpenSSL"}
+# Rooms above these, which they must never import.
+SHELL = ("mxsend.twisted", "mxsend.routing", "mxsend.cli")
+
+PREPARE = (
+    "import tempfile, mxsend.message\n"
+    "with tempfile.NamedTemporaryFile() as f:\n"
+    "    f.write(b'From: a@x.test\\nTo: b@y.test\\nBcc: c@z.test\\n\\nbody\\n'); f.flush()\n"
+    "    p = mxsend.message.prepare(f.name, read_headers=True, strip_bcc=True)\n"
+    "    mxsend.message.scan(p.content)\n"
+)
 
 
-def test_import_pulls_in_no_io_module() -> None:
-    code = (
-        "import sys, mxsend.protocol, mxsend.protocol._session\n"
-        "bad = {'twisted', 'asyncio', 'socket', 'ssl', 'selectors'} & set(sys.modules)\n"
-        "assert not bad, bad\n"
-    )
+@pytest.mark.parametrize(
+    ("work", "forbidden"),
+    [
+        ("import mxsend.protocol, mxsend.protocol._session\n", CORE_FORBIDDEN - {"time"}),
+        ("import mxsend.model\n", PURE_FORBIDDEN | {"socket"}),
+        (PREPARE, PURE_FORBIDDEN),
+    ],
+    ids=["protocol", "model", "message"],
+)
+def test_using_a_pure_room_pulls_in_nothing_forbidden(work: str, forbidden: set[str]) -> None:
+    check = f"bad = set({sorted(forbidden)!r}) & set(sys.modules)\nassert not bad, bad\n"
+    code = f"import sys\n{work}{check}"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_core_sources_import_nothing_forbidden() -> None:
-    root = pathlib.Path(mxsend.protocol.__file__).parent
-    for path in root.glob("*.py"):
-        tree = ast.parse(path.read_text(), str(path))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
-            else:
-                continue
-            for name in names:
-                assert name.split(".")[0] not in FORBIDDEN, f"{path.name} imports {name}"
+def _imports(path: pathlib.Path) -> list[str]:
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names.append(node.module or "")
+    return names
+
+
+CORE = sorted(pathlib.Path(mxsend.protocol.__file__).parent.glob("*.py"))
+PURE = [pathlib.Path(mxsend.model.__file__), pathlib.Path(mxsend.message.__file__)]
+
+
+@pytest.mark.parametrize("path", CORE + PURE, ids=lambda p: p.name)
+def test_pure_sources_import_nothing_forbidden(path: pathlib.Path) -> None:
+    forbidden = CORE_FORBIDDEN if path in CORE else PURE_FORBIDDEN
+    for name in _imports(path):
+        assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
+        assert not name.startswith(SHELL), f"{path.name} imports {name}"

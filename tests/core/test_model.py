@@ -1,10 +1,8 @@
-"""The shared values: pure (no Twisted, TLS or event loop), and one JSON codec for reports."""
+"""The shared values: one JSON codec for reports (their purity: test_isolation.py)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,16 +15,6 @@ from mxsend.model import (
     report_to_json,
 )
 from mxsend.protocol import EnhancedStatus, Reply, Status
-
-
-def test_the_model_imports_no_twisted_tls_or_event_loop() -> None:
-    code = (
-        "import sys, mxsend.model\n"
-        "bad = {'twisted', 'OpenSSL', 'asyncio', 'socket', 'ssl'} & set(sys.modules)\n"
-        "assert not bad, bad\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
-
 
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
 replies = st.builds(
