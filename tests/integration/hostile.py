@@ -57,12 +57,14 @@ class HostileServer:
     live: list[HostileProtocol] = field(default_factory=list)  # open connections
     _listening: Any = None
 
-    def start(self, *, implicit_tls: bool = False) -> None:
+    def start(
+        self, *, implicit_tls: bool = False, interface: str = "127.0.0.1", port: int = 0
+    ) -> None:
         factory: Any = _Factory(self)
         if implicit_tls:
             assert self.certificate is not None
             factory = TLSMemoryBIOFactory(_ServerTLS(self.certificate), False, factory)
-        self._listening = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self._listening = reactor.listenTCP(port, factory, interface=interface)  # type: ignore[attr-defined]
         self.port = self._listening.getHost().port
 
     def stop(self) -> Any:

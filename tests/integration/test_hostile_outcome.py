@@ -1,0 +1,77 @@
+"""Ambiguous outcomes (RFC 1047, RFC 5321 3.8) over real sockets: a connection lost after the
+end of data left is "outcome unknown" and no other MX host gets the message (it may have been
+delivered: a second copy is the worse error); lost before it, the next host is tried."""
+
+from __future__ import annotations
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import TestCase
+
+from mxsend.model import FailureKind, RecipientReport
+from mxsend.protocol import Envelope, Message, Status
+from mxsend.routing import DNSRouter, TLSPolicy
+from mxsend.testing import FakeResolver
+from mxsend.twisted import Deliverer, DeliveryOptions
+from tests.integration.hostile import HostileProtocol, HostileServer, ordinary
+
+
+def close_after_dot(line: bytes, proto: HostileProtocol) -> None:
+    """Takes the whole message, then drops the connection instead of answering the dot."""
+    if proto.in_data and line == b".":
+        assert proto.transport is not None
+        proto.transport.abortConnection()  # type: ignore[attr-defined]
+        return
+    ordinary(line, proto)
+
+
+def close_at_data(line: bytes, proto: HostileProtocol) -> None:
+    """Drops the connection when DATA comes: nothing of the content went out."""
+    if line.upper() == b"DATA":
+        assert proto.transport is not None
+        proto.transport.abortConnection()  # type: ignore[attr-defined]
+        return
+    ordinary(line, proto)
+
+
+class LostAtTheFirstMX(TestCase):
+    def two_hosts(self, first: HostileServer) -> HostileServer:
+        first.start()
+        second = HostileServer()
+        second.start(interface="127.0.0.2", port=first.port)
+        self.addCleanup(first.stop)
+        self.addCleanup(second.stop)
+        return second
+
+    async def deliver(self, port: int) -> RecipientReport:
+        resolver = FakeResolver(
+            mx={"example.net": [(10, "mx1.example.net"), (20, "mx2.example.net")]},
+            a={"mx1.example.net": ["127.0.0.1"], "mx2.example.net": ["127.0.0.2"]},
+        )
+        options = DeliveryOptions("client.test", mx_port=port, tls=TLSPolicy.NONE)
+        deliverer = Deliverer(reactor, DNSRouter(resolver, reactor), options)
+        message = Message(Envelope.build("a@example.com", ["b@example.net"]), b"hi\n")
+        [report] = await deliverer.deliver([message])
+        [recipient] = report.recipients
+        return recipient
+
+    async def _after_the_dot(self) -> None:
+        first = HostileServer(respond=close_after_dot)
+        second = self.two_hosts(first)
+        report = await self.deliver(first.port)
+        assert report.status is Status.DEFERRED and report.outcome_unknown, report
+        assert report.failure is FailureKind.LOST and report.mx == "mx1.example.net"
+        assert second.received == [] and second.messages == 0  # never offered again
+
+    def test_lost_after_the_dot_is_unknown_and_not_sent_again(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._after_the_dot())
+
+    async def _before_the_dot(self) -> None:
+        first = HostileServer(respond=close_at_data)
+        second = self.two_hosts(first)
+        report = await self.deliver(first.port)
+        assert report.status is Status.DELIVERED and not report.outcome_unknown, report
+        assert report.mx == "mx2.example.net" and second.messages == 1
+
+    def test_lost_before_the_dot_goes_to_the_next_host(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._before_the_dot())
