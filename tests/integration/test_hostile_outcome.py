@@ -75,3 +75,19 @@ class LostAtTheFirstMX(TestCase):
 
     def test_lost_before_the_dot_goes_to_the_next_host(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._before_the_dot())
+
+
+class ImplicitTLSToACleartextServer(TestCase):
+    async def _attempt(self) -> None:
+        from tests.integration.deliver import deliver_to
+
+        server = HostileServer()
+        server.start()
+        self.addCleanup(server.stop)
+        [report] = await deliver_to(server.port, tls=TLSPolicy.MAY, implicit_tls=True)
+        assert report.status is Status.DEFERRED, report
+        assert report.failure is FailureKind.TLS_HANDSHAKE, report
+        assert not any(line.startswith(b"MAIL") for line in server.received)
+
+    def test_the_failed_handshake_is_named_and_not_retried_in_cleartext(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._attempt())

@@ -76,9 +76,11 @@ async def run(reactor: Any, args: argparse.Namespace) -> Exit:
         else:
             entry["tls"] = route.tls.value
             entry["tls_source"] = route.source.value
+            entry["implicit_tls"] = route.implicit_tls
             entry["hosts"] = [
                 {"name": h.name, "preference": h.preference, "port": route.port,
-                 "addresses": list(h.addresses), "implicit": h.implicit}
+                 "addresses": list(h.addresses)}
+                | ({} if smarthost else {"implicit": h.implicit})  # no MX: the domain's own A
                 for h in route.hosts
             ]  # fmt: skip
         plans.append(entry)

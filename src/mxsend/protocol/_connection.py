@@ -243,18 +243,19 @@ class ClientConnection:
         try:
             while (reply := parser.next_reply()) is not None:
                 if len(inbox) >= self._sent and reply.code != 421:
-                    raise self._unsolicited(reply)
+                    raise self._unsolicited(str(reply))
                 inbox.append(reply)
                 if reply.code == 421:
                     return  # the server is closing (RFC 5321 3.8): nothing after it counts
             if parser.pending and len(inbox) >= self._sent and not _may_be_421(parser):
                 # The start of a reply with no command left to answer: even if it ends after
                 # the next command goes out, its first lines came before it.
-                raise self._unsolicited(Reply(0, ("<incomplete reply>",)))
+                start = parser.partial_code.decode("ascii", "replace")
+                self._broken = self._unsolicited(f"{start}... (incomplete)")
         except RemoteProtocolError as exc:
             self._broken = exc
 
-    def _unsolicited(self, reply: Reply) -> RemoteProtocolError:
+    def _unsolicited(self, reply: str) -> RemoteProtocolError:
         if self._expected and self._expected[-1].verb is Verb.STARTTLS:
             # RFC 3207 5 and the NO STARTTLS study: replies forged ahead of the handshake.
             return ResponseInjectionError(f"reply received with the 220 to STARTTLS: {reply}")

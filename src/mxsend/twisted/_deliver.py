@@ -199,7 +199,7 @@ class Deliverer:
                 continue  # no connection: the next address does not use up a session
             sessions += 1
             self._record(pending, todo, driver, outcome, (host, address, tried, started))
-            if outcome.tls_handshake_failed and policy is TLSPolicy.MAY:
+            if outcome.tls_handshake_failed and policy is TLSPolicy.MAY and not route.implicit_tls:
                 # Opportunistic TLS (RFC 7435): the same address again, in cleartext.
                 queue.insert(0, (host, address))
                 policy, sessions = TLSPolicy.NONE, sessions - 1

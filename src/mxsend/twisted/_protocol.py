@@ -86,7 +86,7 @@ class SMTPClientProtocol(Protocol):
         self.done: Deferred[SessionOutcome] = Deferred()
         self._deadline: tuple[tuple[int, str], IDelayedCall] | None = None
         self._abort_reason: str | None = None
-        self._tls_started = False
+        self._tls_started = implicit_tls is not None  # on port 465 the handshake comes first
         self._handshaking = False
         self._chunks: Iterator[bytes] | None = None  # the content being streamed
         self._block: IDelayedCall | None = None  # deadline for the chunk last written
@@ -138,15 +138,17 @@ class SMTPClientProtocol(Protocol):
         if self._conn.state is State.CLOSED:
             self._close_stream()  # a 421 mid-body: the rest has nowhere to go
             self.transport.loseConnection()
-        elif (
-            self._driver.streaming is not None
-            and self._chunks is None
-            and self._conn.earlier_settled
-        ):
+        elif self._driver.streaming is not None and self._chunks is None and self._may_stream():
             self._start_stream()
         self._reschedule()
 
     # -- streaming content --------------------------------------------------------------------
+
+    def _may_stream(self) -> bool:
+        # Content read from a file or chunks may fail midway, which costs the connection:
+        # it waits until no earlier message's final reply is due. Bytes cannot fail.
+        assert self._driver.streaming is not None
+        return self._driver.streaming[1].in_memory is not None or self._conn.earlier_settled
 
     def _start_stream(self) -> None:
         assert self._driver.streaming is not None and self.transport is not None
