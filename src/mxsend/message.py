@@ -78,19 +78,19 @@ class Prepared:
 
 
 def prepare(
-    name: str, *, stdin: BinaryIO | None = None, read_headers: bool, strip_bcc: bool
+    name: str, *, stdin: BinaryIO | None = None, read_headers: bool, remove_bcc: bool
 ) -> Prepared:
     """The message at ``name`` (a path, or ``-`` for ``stdin``, by default standard input) as
     streaming content.
 
     Only the header block is ever read here, and only when ``read_headers``: for recipients
-    and From. With ``strip_bcc`` the content is the header block without Bcc fields followed
+    and From. With ``remove_bcc`` the content is the header block without Bcc fields followed
     by the file's bytes after the original header block, untouched."""
     file, path = _open(name, stdin)
     try:
         head = read_header_block(file, name) if read_headers else b""
         recipients, sender = header_recipients(head) if read_headers else ([], None)
-        prefix = _strip_bcc(head) if strip_bcc else head
+        prefix = strip_bcc(head) if remove_bcc else head
         if prefix == head:  # nothing removed: send the file as it is
             prefix, offset = b"", 0
         else:
@@ -235,9 +235,6 @@ def strip_bcc(message: bytes) -> bytes:
     if not removed:
         return message
     return b"".join(line + b"\r\n" for line in kept) + rest
-
-
-_strip_bcc = strip_bcc  # for prepare(), whose keyword of that name hides the function
 
 
 def _content_of(file: BinaryIO, path: str | None, prefix: bytes, offset: int) -> Content:

@@ -24,7 +24,7 @@ PREPARE = (
     "import tempfile, mxsend.message\n"
     "with tempfile.NamedTemporaryFile() as f:\n"
     "    f.write(b'From: a@x.test\\nTo: b@y.test\\nBcc: c@z.test\\n\\nbody\\n'); f.flush()\n"
-    "    p = mxsend.message.prepare(f.name, read_headers=True, strip_bcc=True)\n"
+    "    p = mxsend.message.prepare(f.name, read_headers=True, remove_bcc=True)\n"
     "    mxsend.message.scan(p.content)\n"
 )
 

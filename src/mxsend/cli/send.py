@@ -171,7 +171,7 @@ def build_request(args: argparse.Namespace) -> Request:
         prepared = prepare(
             args.message,
             read_headers=args.from_headers or args.sender is None,
-            strip_bcc=args.from_headers,
+            remove_bcc=args.from_headers,
         )
     except MessageError as exc:
         raise message_error(exc) from None
