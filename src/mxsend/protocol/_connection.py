@@ -304,11 +304,7 @@ class ClientConnection:
         for txn in list(self._transactions):
             unknown = txn.body_sent and txn.final_reply is None
             self._complete(txn, reply, unknown=unknown, distrust=distrust)
-        self._expected.clear()
-        self._held.clear()
-        self._inbox.clear()
-        self._sent = 0
-        self._current = None
+        self._forget_outstanding()
         self._move(Input.CONNECTION_LOST)
         self._events.append(Closed())
 
@@ -562,6 +558,14 @@ class ClientConnection:
             if index >= self._sent and ends_body and expect.transaction is not None:
                 expect.transaction.body_sent = False
 
+    def _forget_outstanding(self) -> None:
+        """The session is over: no reply will come for anything sent or held."""
+        self._expected.clear()
+        self._held.clear()
+        self._inbox.clear()
+        self._sent = 0
+        self._current = None
+
     def _handle(self, reply: Reply) -> None:
         self._replies += 1
         if not self._expected:
@@ -754,11 +758,7 @@ class ClientConnection:
         self._discard_unsent()
         for txn in list(self._transactions):
             self._complete(txn, reply, unknown=False)
-        self._expected.clear()
-        self._held.clear()
-        self._inbox.clear()
-        self._sent = 0
-        self._current = None
+        self._forget_outstanding()
         self._move(Input.SERVER_CLOSING)
         self._events.append(ServerClosing(reply))
 

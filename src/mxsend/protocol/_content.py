@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
-from mxsend.protocol._encoder import BodyEncoder, BodyInfo, LinePolicy
+from mxsend.protocol._encoder import BodyInfo, measure
 from mxsend.protocol._errors import ContentError
 
 __all__ = ["CHUNK_SIZE", "Content"]
@@ -131,13 +131,7 @@ class Content:
             return self._info
         if not self.repeatable:
             raise ContentError("content that can be read only once cannot be scanned first")
-        encoder = BodyEncoder(dot_stuff=False, line_policy=LinePolicy.ALLOW)
-        raw = 0
-        for chunk in self.chunks():
-            raw += len(chunk)
-            encoder.encode(chunk)
-        encoder.finish()
-        self._info = BodyInfo(encoder.size, encoder.eight_bit, encoder.long_lines, raw)
+        self._info = measure(self.chunks())
         return self._info
 
     # -- reading -----------------------------------------------------------------------------

@@ -11,11 +11,20 @@ still made canonical, so the bytes a signature covers are the bytes sent.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mxsend.protocol._errors import LineTooLongError
 
-__all__ = ["MAX_LINE_OCTETS", "BodyEncoder", "BodyInfo", "LinePolicy", "has_long_line", "scan_body"]
+__all__ = [
+    "MAX_LINE_OCTETS",
+    "BodyEncoder",
+    "BodyInfo",
+    "LinePolicy",
+    "has_long_line",
+    "measure",
+    "scan_body",
+]
 
 # RFC 5322 2.1.1 and RFC 5321 4.5.3.1.6: 998 octets before the CRLF.
 MAX_LINE_OCTETS = 998
@@ -208,7 +217,15 @@ def has_long_line(data: bytes) -> bool:
 
 def scan_body(data: bytes) -> BodyInfo:
     """Describe ``data`` as it will be sent: size for SIZE, 8-bit for BODY, long lines."""
+    return measure((data,))
+
+
+def measure(chunks: Iterable[bytes]) -> BodyInfo:
+    """Describe content given in ``chunks`` as it will be sent, in one pass."""
     encoder = BodyEncoder(dot_stuff=False, line_policy=LinePolicy.ALLOW)
-    encoder.encode(data)
+    raw = 0
+    for chunk in chunks:
+        raw += len(chunk)
+        encoder.encode(chunk)
     encoder.finish()
-    return BodyInfo(encoder.size, encoder.eight_bit, encoder.long_lines, len(data))
+    return BodyInfo(encoder.size, encoder.eight_bit, encoder.long_lines, raw)

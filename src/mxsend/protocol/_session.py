@@ -94,10 +94,9 @@ class SessionDriver:
         #: ``(transaction id, content)`` the I/O layer must stream now, or None.
         self.streaming: tuple[int, Content] | None = None
         self._content_failed: dict[int, Reply] = {}
-        #: Messages whose content could not be sent whole; the session was cut for them.
-        self.content_failures = 0
         #: Positions of the messages refused here before any command (too large, a missing
-        #: extension, a long line) and of those whose content could not be sent.
+        #: extension, a long line), and of those whose content could not be sent whole (the
+        #: session was cut for them).
         self.refused_positions: set[int] = set()
         self.content_positions: set[int] = set()
         self._starttls = starttls or require_tls
@@ -139,7 +138,7 @@ class SessionDriver:
             self._quit()
         elif isinstance(event, BodyRequested):
             body = self._bodies.pop(event.transaction_id)
-            data = body if isinstance(body, bytes) else body.in_memory
+            data = _in_memory(body)
             if data is not None and len(data) <= INLINE_BODY:
                 conn.send_body(data)
                 conn.end_body()
@@ -184,7 +183,6 @@ class SessionDriver:
         assert self.streaming is not None
         reply = content_failure(error)
         self._content_failed[self.streaming[0]] = reply
-        self.content_failures += 1
         self.content_positions.add(self._positions[self.streaming[0]])
         self.streaming = None
         return reply
@@ -234,7 +232,7 @@ class SessionDriver:
         # Streamed content is checked from its scan; unscanned, the encoder catches it.
         if self.connection.config.line_policy is not LinePolicy.REJECT:
             return
-        data = content if isinstance(content, bytes) else content.in_memory
+        data = _in_memory(content)
         if data is not None:
             long_line = has_long_line(data)
         else:
@@ -254,6 +252,10 @@ def _refused(envelope: Envelope, reply: Reply) -> TransactionResult:
     status = Status.of(reply)
     recipients = tuple(RecipientResult(r.address, status, reply) for r in envelope.recipients)
     return TransactionResult(0, envelope, recipients, None, None)
+
+
+def _in_memory(body: bytes | Content) -> bytes | None:
+    return body if isinstance(body, bytes) else body.in_memory
 
 
 def _with_failure(result: TransactionResult, failure: Reply) -> TransactionResult:

@@ -95,7 +95,7 @@ def _retry_elsewhere(report: RecipientReport) -> bool:
     TLS refused) before the end of data. Never when the outcome is unknown: no duplicates."""
     if report.status is not Status.DEFERRED or report.outcome_unknown:
         return False
-    if report.reply.local and str(report.reply.enhanced) == "4.3.0":
+    if report.failure is FailureKind.CONTENT:
         return False  # the message's own content could not be read: no host would change that
     return report.reply.code == 421 or report.reply.local
 
@@ -204,7 +204,7 @@ class Deliverer:
                 queue.insert(0, (host, address))
                 policy, sessions = TLSPolicy.NONE, sessions - 1
                 continue
-            if driver.content_failures and driver.unsent:
+            if driver.content_positions and driver.unsent:
                 # The session was cut for one message's own content; the others did nothing
                 # wrong. Each such session settles at least one message, so this ends.
                 queue.insert(0, (host, address))

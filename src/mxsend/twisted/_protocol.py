@@ -128,8 +128,7 @@ class SMTPClientProtocol(Protocol):
         try:
             self._drain()
         except ProtocolError as exc:
-            self.outcome.error = f"protocol error: {exc}"
-            self._abort(self.outcome.error, FailureKind.PROTOCOL)
+            self._abort(f"protocol error: {exc}", FailureKind.PROTOCOL)
             return
         assert self.transport is not None
         out = self._conn.data_to_send()
@@ -219,8 +218,9 @@ class SMTPClientProtocol(Protocol):
 
     def _block_timed_out(self) -> None:
         self._block = None
-        self.outcome.error = "timed out writing message content (the server stopped reading)"
-        self._abort(self.outcome.error, FailureKind.TIMEOUT)
+        self._abort(
+            "timed out writing message content (the server stopped reading)", FailureKind.TIMEOUT
+        )
 
     def _drain(self) -> None:
         while (event := self._conn.next_event()) is not None:
@@ -262,13 +262,13 @@ class SMTPClientProtocol(Protocol):
     def _timed_out(self, stage: str) -> None:
         self._deadline = None
         if stage == _HANDSHAKE:
-            self.outcome.error = "timed out in the TLS handshake"
+            self._abort("timed out in the TLS handshake", FailureKind.TIMEOUT)
         else:
-            self.outcome.error = f"timed out waiting for the reply to {stage}"
-        self._abort(self.outcome.error, FailureKind.TIMEOUT)
+            self._abort(f"timed out waiting for the reply to {stage}", FailureKind.TIMEOUT)
 
     def _abort(self, reason: str, failure: FailureKind) -> None:
         self._abort_reason = reason
+        self.outcome.error = self.outcome.error or reason
         self.outcome.failure = self.outcome.failure or failure
         assert self.transport is not None
         self.transport.abortConnection()  # type: ignore[attr-defined]
