@@ -162,15 +162,14 @@ def child_mxsend(
     from twisted.internet.defer import Deferred
 
     from mxsend.protocol import Body, Content, Envelope, MailOptions, Message, Status
-    from mxsend.routing import DNSRouter, TLSPolicy
+    from mxsend.routing import TLSPolicy
     from mxsend.testing import FakeResolver
-    from mxsend.twisted import Deliverer, DeliveryOptions, Smarthost
+    from mxsend.twisted import Deliverer, DeliveryOptions, DNSRouter, Smarthost, TLSOptions
 
     options = DeliveryOptions(
         "client.test",
         smarthost=Smarthost("127.0.0.1", port),
-        tls=TLSPolicy.VERIFY if tls else TLSPolicy.NONE,
-        cafile=cafile,
+        tls=TLSOptions(TLSPolicy.VERIFY if tls else TLSPolicy.NONE, cafile),
         chunking=chunking,
     )
     deliverer = Deliverer(reactor, DNSRouter(FakeResolver(), reactor), options)

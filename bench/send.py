@@ -39,9 +39,9 @@ def child_mxsend(port: int, messages: int, connections: int) -> dict[str, Any]:
     from twisted.internet.defer import Deferred
 
     from mxsend.protocol import Envelope, MailOptions, Message, Status
-    from mxsend.routing import DNSRouter, TLSPolicy
+    from mxsend.routing import TLSPolicy
     from mxsend.testing import FakeResolver
-    from mxsend.twisted import Deliverer, DeliveryOptions, Smarthost
+    from mxsend.twisted import Deliverer, DeliveryOptions, DNSRouter, Limits, Smarthost, TLSOptions
 
     content = body()
     envelope = Envelope.build(SENDER, [RECIPIENT], MailOptions(size=len(content)))
@@ -49,8 +49,8 @@ def child_mxsend(port: int, messages: int, connections: int) -> dict[str, Any]:
     options = DeliveryOptions(
         "client.test",
         smarthost=Smarthost("127.0.0.1", port),
-        tls=TLSPolicy.NONE,
-        connections=connections,
+        tls=TLSOptions(TLSPolicy.NONE),
+        limits=Limits(connections=connections),
     )
     deliverer = Deliverer(reactor, DNSRouter(FakeResolver(), reactor), options)
     result: dict[str, Any] = {}

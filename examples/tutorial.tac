@@ -20,8 +20,7 @@ from twisted.application import service
 from twisted.internet import defer, reactor
 
 from mxsend.protocol import Envelope, Message
-from mxsend.routing import DNSRouter, make_resolver
-from mxsend.twisted import Deliverer, DeliveryOptions
+from mxsend.twisted import Deliverer, DeliveryOptions, DNSRouter, TLSOptions, make_resolver
 
 MESSAGE = b"""\
 From: %(sender)s
@@ -51,7 +50,9 @@ def configuration():
 @defer.inlineCallbacks
 def send_and_report(config):
     router = DNSRouter(make_resolver(config["dns"], reactor), reactor)
-    options = DeliveryOptions(config["helo"], mx_port=config["mx_port"], cafile=config["cafile"])
+    options = DeliveryOptions(
+        config["helo"], mx_port=config["mx_port"], tls=TLSOptions(cafile=config["cafile"])
+    )
     content = MESSAGE % {b"sender": config["sender"].encode(), b"to": ", ".join(config["to"]).encode()}
     message = Message(Envelope.build(config["sender"], config["to"]), content)
     try:

@@ -11,11 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.interfaces import IReactorTCP
+
 from mxsend._exits import Exit
 from mxsend._world import LocalWorld, MailHost
 from mxsend.protocol import Envelope, MailOptions, Message, scan_body
-from mxsend.routing import DNSRouter, make_resolver
-from mxsend.twisted import Deliverer, DeliveryOptions, MessageReport
+from mxsend.twisted import (
+    Deliverer,
+    DeliveryOptions,
+    DNSRouter,
+    Limits,
+    MessageReport,
+    TLSOptions,
+)
 
 __all__ = ["RECIPIENTS", "build_world", "run_demo"]
 
@@ -65,13 +73,18 @@ def build_world(reactor: Any) -> LocalWorld:
     )
 
 
-async def run_demo(reactor: Any, show: Callable[[list[MessageReport], LocalWorld], Exit]) -> Exit:
+async def run_demo(
+    reactor: IReactorTCP, show: Callable[[list[MessageReport], LocalWorld], Exit]
+) -> Exit:
     world = build_world(reactor)
     world.start()
     try:
-        router = DNSRouter(make_resolver(world.dns, reactor), reactor)
+        router = DNSRouter.asking(world.dns, reactor)
         options = DeliveryOptions(
-            "client.mxsend.test", mx_port=world.mx_port, cafile=world.cafile, parallel=4
+            "client.mxsend.test",
+            mx_port=world.mx_port,
+            tls=TLSOptions(cafile=world.cafile),
+            limits=Limits(parallel=4),
         )
         envelope = Envelope.build(
             "demo@mxsend.test", RECIPIENTS, MailOptions(size=scan_body(CONTENT).size)

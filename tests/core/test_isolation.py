@@ -1,6 +1,7 @@
 """The pure rooms do no I/O of the network kind: the protocol core (no event loop, socket, TLS
-library or clock), the shared model and message preparation (no Twisted, event loop or TLS
-library), so a queue, a status page or a sendmail front end can use them alone."""
+library or clock), the shared model, message preparation, routing decisions and delivery
+options (no Twisted, event loop or TLS library), so a queue, a status page, a config file or
+a sendmail front end can use them alone."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ import pytest
 
 import mxsend.message
 import mxsend.model
+import mxsend.options
 import mxsend.protocol
+import mxsend.routing
 
 CORE_FORBIDDEN = {"twisted", "asyncio", "socket", "ssl", "time", "select", "selectors", "threading"}
 PURE_FORBIDDEN = {"twisted", "asyncio", "ssl", "OpenSSL"}
 # Rooms above these, which they must never import.
-SHELL = ("mxsend.twisted", "mxsend.routing", "mxsend.cli")
+SHELL = ("mxsend.twisted", "mxsend.cli")
 
 PREPARE = (
     "import tempfile, mxsend.message\n"
@@ -26,6 +29,11 @@ PREPARE = (
     "    f.write(b'From: a@x.test\\nTo: b@y.test\\nBcc: c@z.test\\n\\nbody\\n'); f.flush()\n"
     "    p = mxsend.message.prepare(f.name, read_headers=True, remove_bcc=True)\n"
     "    mxsend.message.scan(p.content)\n"
+)
+OPTIONS = (
+    "import tomllib, mxsend.options\n"
+    "mxsend.options.DeliveryOptions.from_table(tomllib.loads("
+    "'helo_name = \"h.test\"\\n[limits]\\nparallel = 2\\n'))\n"
 )
 
 
@@ -35,8 +43,10 @@ PREPARE = (
         ("import mxsend.protocol, mxsend.protocol._session\n", CORE_FORBIDDEN - {"time"}),
         ("import mxsend.model\n", PURE_FORBIDDEN | {"socket"}),
         (PREPARE, PURE_FORBIDDEN),
+        ("import mxsend.routing\n", PURE_FORBIDDEN | {"socket"}),
+        (OPTIONS, PURE_FORBIDDEN | {"socket"}),
     ],
-    ids=["protocol", "model", "message"],
+    ids=["protocol", "model", "message", "routing", "options"],
 )
 def test_using_a_pure_room_pulls_in_nothing_forbidden(work: str, forbidden: set[str]) -> None:
     check = f"bad = set({sorted(forbidden)!r}) & set(sys.modules)\nassert not bad, bad\n"
@@ -55,7 +65,12 @@ def _imports(path: pathlib.Path) -> list[str]:
 
 
 CORE = sorted(pathlib.Path(mxsend.protocol.__file__).parent.glob("*.py"))
-PURE = [pathlib.Path(mxsend.model.__file__), pathlib.Path(mxsend.message.__file__)]
+PURE = [
+    pathlib.Path(mxsend.model.__file__),
+    pathlib.Path(mxsend.message.__file__),
+    pathlib.Path(mxsend.options.__file__),
+    *sorted(pathlib.Path(mxsend.routing.__file__).parent.glob("*.py")),
+]
 
 
 @pytest.mark.parametrize("path", CORE + PURE, ids=lambda p: p.name)

@@ -9,8 +9,9 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from mxsend.routing import DNSRouter, RouteError, interleave, order_mx
+from mxsend.routing import RouteError, interleave, order_mx
 from mxsend.testing import FakeResolver
+from mxsend.twisted import DNSRouter
 
 
 def run(coroutine: object) -> object:

@@ -7,9 +7,17 @@ from typing import Any
 from twisted.internet import reactor
 
 from mxsend.protocol import Envelope, Message, Plain
-from mxsend.routing import DNSRouter, TLSPolicy
+from mxsend.routing import TLSPolicy
 from mxsend.testing import FakeResolver
-from mxsend.twisted import Deliverer, DeliveryOptions, RecipientReport, Smarthost, Timeouts
+from mxsend.twisted import (
+    Deliverer,
+    DeliveryOptions,
+    DNSRouter,
+    RecipientReport,
+    Smarthost,
+    Timeouts,
+    TLSOptions,
+)
 
 
 async def deliver_to(
@@ -27,8 +35,7 @@ async def deliver_to(
     opts = DeliveryOptions(
         "client.test",
         smarthost=Smarthost("127.0.0.1", port, mechanism, tls_on_connect=implicit_tls),
-        tls=tls,
-        cafile=cafile,
+        tls=TLSOptions(tls, cafile),
         timeouts=timeouts or Timeouts(),
         **options,
     )

@@ -10,9 +10,9 @@ from twisted.trial.unittest import TestCase
 
 from mxsend.model import FailureKind, RecipientReport
 from mxsend.protocol import Envelope, Message, Status
-from mxsend.routing import DNSRouter, TLSPolicy
+from mxsend.routing import TLSPolicy
 from mxsend.testing import FakeResolver
-from mxsend.twisted import Deliverer, DeliveryOptions
+from mxsend.twisted import Deliverer, DeliveryOptions, DNSRouter, TLSOptions
 from tests.integration.hostile import HostileProtocol, HostileServer, ordinary
 
 
@@ -48,7 +48,7 @@ class LostAtTheFirstMX(TestCase):
             mx={"example.net": [(10, "mx1.example.net"), (20, "mx2.example.net")]},
             a={"mx1.example.net": ["127.0.0.1"], "mx2.example.net": ["127.0.0.2"]},
         )
-        options = DeliveryOptions("client.test", mx_port=port, tls=TLSPolicy.NONE)
+        options = DeliveryOptions("client.test", mx_port=port, tls=TLSOptions(TLSPolicy.NONE))
         deliverer = Deliverer(reactor, DNSRouter(resolver, reactor), options)
         message = Message(Envelope.build("a@example.com", ["b@example.net"]), b"hi\n")
         [report] = await deliverer.deliver([message])

@@ -32,15 +32,17 @@ from mxsend.protocol import (
     Message,
     Status,
 )
-from mxsend.routing import DNSRouter, TLSPolicy
+from mxsend.routing import TLSPolicy
 from mxsend.testing import FakeResolver
 from mxsend.twisted import (
     Deliverer,
     DeliveryOptions,
+    DNSRouter,
     MessageReport,
     RecipientReport,
     Smarthost,
     Timeouts,
+    TLSOptions,
 )
 from tests.conftest import temp_dir
 from tests.postfix import Postfix, running_postfix
@@ -143,7 +145,9 @@ def file_message(path: Path, recipients: list[str]) -> Message:
 
 async def deliver(port: int, messages: list[Message], **options: Any) -> list[MessageReport]:
     opts = DeliveryOptions(
-        "client.test", smarthost=Smarthost("127.0.0.1", port), **{"tls": TLSPolicy.NONE, **options}
+        "client.test",
+        smarthost=Smarthost("127.0.0.1", port),
+        **{"tls": TLSOptions(TLSPolicy.NONE), **options},
     )
     router = DNSRouter(FakeResolver(), reactor)
     return await Deliverer(reactor, router, opts).deliver(messages)
@@ -224,7 +228,7 @@ class ThroughPostfix(TestCase):
         new = self.postfix.inbox / "new"
         before = set(new.iterdir()) if new.exists() else set()
         started = time.monotonic()
-        options = {"chunking": chunking, "tls": tls, "cafile": str(self.postfix.cafile)}
+        options = {"chunking": chunking, "tls": TLSOptions(tls, str(self.postfix.cafile))}
         message = file_message(self.large.path, ["large@test.example"])
         report = only(await deliver(self.postfix.port, [message], **options))
         assert report.status is Status.DELIVERED, report
@@ -370,7 +374,7 @@ class StopsReading(TestCase):
             (tmp / "ca.pem").write_bytes(ca.cert_pem)
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(tmp / "server.pem")
-            options = {"tls": TLSPolicy.VERIFY, "cafile": str(tmp / "ca.pem")}
+            options = {"tls": TLSOptions(TLSPolicy.VERIFY, str(tmp / "ca.pem"))}
         server = StallingServer(chunking=chunking, tls=context)
         self.addCleanup(server.close)
         started = time.monotonic()

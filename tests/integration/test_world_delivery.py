@@ -11,8 +11,15 @@ from twisted.trial.unittest import TestCase
 from mxsend._demo import RECIPIENTS, build_world
 from mxsend._world import LocalWorld
 from mxsend.protocol import Envelope, Message, Status
-from mxsend.routing import DNSRouter, TLSPolicy, make_resolver
-from mxsend.twisted import Deliverer, DeliveryOptions, MessageReport
+from mxsend.routing import TLSPolicy
+from mxsend.twisted import (
+    Deliverer,
+    DeliveryOptions,
+    DNSRouter,
+    MessageReport,
+    TLSOptions,
+    make_resolver,
+)
 
 
 class WorldDelivery(TestCase):
@@ -26,7 +33,10 @@ class WorldDelivery(TestCase):
     def deliver(self, recipients: list[str], **options: Any) -> Deferred[list[MessageReport]]:
         router = DNSRouter(make_resolver(self.world.dns, reactor), reactor)
         opts = DeliveryOptions(
-            "client.test", mx_port=self.world.mx_port, cafile=self.world.cafile, **options
+            "client.test",
+            mx_port=self.world.mx_port,
+            tls=TLSOptions(cafile=self.world.cafile),
+            **options,
         )
         message = Message(Envelope.build("sender@client.test", recipients), b"Subject: x\n\nhi\n")
         return Deliverer(reactor, router, opts).deliver([message])
@@ -51,7 +61,9 @@ class WorldDelivery(TestCase):
 
     async def _verify_without_ca_defers(self) -> None:
         router = DNSRouter(make_resolver(self.world.dns, reactor), reactor)
-        opts = DeliveryOptions("client.test", mx_port=self.world.mx_port, tls=TLSPolicy.VERIFY)
+        opts = DeliveryOptions(
+            "client.test", mx_port=self.world.mx_port, tls=TLSOptions(TLSPolicy.VERIFY)
+        )
         message = Message(Envelope.build("s@client.test", ["bob@beta.test"]), b"x\n")
         [report] = await Deliverer(reactor, router, opts).deliver([message])
         [bob] = report.recipients
@@ -93,7 +105,9 @@ class PublicAPI(TestCase):
         world = build_world(reactor)
         world.start()
         self.addCleanup(world.stop)
-        options = DeliveryOptions("client.test", mx_port=world.mx_port, cafile=world.cafile)
+        options = DeliveryOptions(
+            "client.test", mx_port=world.mx_port, tls=TLSOptions(cafile=world.cafile)
+        )
         message = Message(Envelope.build("me@client.test", ["ann@alpha.test"]), b"hi\n")
         [report] = await deliver(reactor, [message], options, dns=world.dns)
         assert [r.status for r in report.recipients] == [Status.DELIVERED]

@@ -98,13 +98,13 @@ def test_twisted_and_routing_exports() -> None:
     import mxsend.twisted
 
     assert set(mxsend.twisted.__all__) == {
-        "STAGES", "ClientTLS", "Deliverer", "DeliveryOptions", "MessageReport", "RecipientReport",
-        "SMTPClientProtocol", "SessionOutcome", "Smarthost", "TLSInfo", "Timeouts", "deliver",
+        "MAX_CNAME_CHAIN", "STAGES", "ClientTLS", "DNSRouter", "Deliverer", "DeliveryOptions",
+        "Limits", "MessageReport", "RecipientReport", "SMTPClientProtocol", "SessionOutcome",
+        "Smarthost", "TLSInfo", "TLSOptions", "Timeouts", "deliver", "make_resolver",
     }  # fmt: skip
     assert set(mxsend.routing.__all__) == {
-        "MAX_ADDRESSES", "MAX_CNAME_CHAIN", "MAX_SESSIONS", "DNSRouter", "MXHost",
-        "PolicySource", "Route", "RouteError", "TLSPolicy", "interleave", "make_resolver",
-        "order_mx",
+        "MAX_ADDRESSES", "MAX_SESSIONS", "MXHost", "PolicySource", "Route", "RouteError",
+        "TLSPolicy", "interleave", "order_mx",
     }  # fmt: skip
     for module in (mxsend.twisted, mxsend.routing):
         for name in module.__all__:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mxsend._exits import Exit
 from mxsend.cli._common import Subcommands, run_in_reactor
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTCP
 
 __all__ = ["execute", "run", "setup"]
 
@@ -19,7 +22,7 @@ def setup(commands: Subcommands) -> argparse.ArgumentParser:
     return parser
 
 
-async def run(reactor: Any, as_json: bool) -> Exit:
+async def run(reactor: IReactorTCP, as_json: bool) -> Exit:
     """Run the demo world, print the report (JSON with ``as_json``); the exit status."""
     from mxsend._demo import run_demo
     from mxsend._report import exit_status, format_human, format_json

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mxsend._exits import Exit
 from mxsend.cli._common import (
@@ -18,6 +18,9 @@ from mxsend.cli._common import (
     timeout_option,
     timeouts_help,
 )
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTCP
 
 __all__ = ["execute", "run", "setup"]
 
@@ -37,11 +40,17 @@ def setup(commands: Subcommands) -> argparse.ArgumentParser:
     return parser
 
 
-async def run(reactor: Any, args: argparse.Namespace) -> Exit:
+async def run(reactor: IReactorTCP, args: argparse.Namespace) -> Exit:
     """Look up the routes for ``args`` (parsed ``plan`` options), print them; the exit status."""
     from mxsend.protocol import Address, AddressError
-    from mxsend.routing import DNSRouter, RouteError, TLSPolicy, make_resolver
-    from mxsend.twisted import Deliverer, DeliveryOptions, Smarthost
+    from mxsend.routing import RouteError, TLSPolicy
+    from mxsend.twisted import (
+        Deliverer,
+        DeliveryOptions,
+        DNSRouter,
+        Smarthost,
+        TLSOptions,
+    )
 
     timeouts = parse_timeouts(args.timeout).as_dict()
     try:
@@ -57,11 +66,11 @@ async def run(reactor: Any, args: argparse.Namespace) -> Exit:
     options = DeliveryOptions(
         "localhost",
         mx_port=args.mx_port,
-        tls=TLSPolicy(args.tls) if args.tls else None,
+        tls=TLSOptions(TLSPolicy(args.tls) if args.tls else None),
         smarthost=smarthost,
     )
     # The very routes delivery would take: the same code decides them.
-    deliverer = Deliverer(reactor, DNSRouter(make_resolver(args.dns, reactor), reactor), options)
+    deliverer = Deliverer(reactor, DNSRouter.asking(args.dns, reactor), options)
     plans: list[dict[str, Any]] = []
     worst = Exit.OK
     for domain in [""] if smarthost else domains:

@@ -11,7 +11,7 @@ import os
 import socket
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from mxsend._exits import Exit
 from mxsend.cli._common import (
@@ -28,6 +28,12 @@ from mxsend.cli._common import (
     timeouts_help,
 )
 
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTCP
+
+    from mxsend.model import Message
+    from mxsend.options import DeliveryOptions
+
 __all__ = ["Request", "add_arguments", "build_parser", "build_request", "execute", "run", "setup"]
 
 _HELP = "deliver a message"
@@ -38,8 +44,8 @@ _DESCRIPTION = "Deliver one message, read as it is sent (never whole into memory
 class Request:
     """What to deliver and how: the messages, the delivery options, the DNS server."""
 
-    messages: list[Any]
-    options: Any
+    messages: list[Message]
+    options: DeliveryOptions
     dns: tuple[str, int] | None
 
 
@@ -151,6 +157,7 @@ def _helo_name(args: argparse.Namespace) -> str:
 def build_request(args: argparse.Namespace) -> Request:
     """The delivery ``args`` (parsed ``send`` options) ask for; a UserError if they cannot."""
     from mxsend.message import MessageError, prepare, scan
+    from mxsend.options import DeliveryOptions, Smarthost, TLSOptions
     from mxsend.protocol import (
         AddressError,
         Body,
@@ -164,7 +171,6 @@ def build_request(args: argparse.Namespace) -> Request:
         Ret,
     )
     from mxsend.routing import TLSPolicy
-    from mxsend.twisted import DeliveryOptions, Smarthost
 
     timeouts = parse_timeouts(args.timeout)
     try:
@@ -223,8 +229,7 @@ def build_request(args: argparse.Namespace) -> Request:
     delivery = DeliveryOptions(
         _helo_name(args),
         mx_port=args.mx_port,
-        tls=TLSPolicy(args.tls) if args.tls else None,
-        cafile=args.cafile,
+        tls=TLSOptions(TLSPolicy(args.tls) if args.tls else None, args.cafile),
         smarthost=smarthost,
         allow_cleartext_auth=args.allow_cleartext_auth,
         chunking=not args.no_chunking,
@@ -234,14 +239,13 @@ def build_request(args: argparse.Namespace) -> Request:
     return Request([Message(envelope, prepared.content)], delivery, args.dns)
 
 
-async def run(reactor: Any, request: Request, as_json: bool) -> Exit:
+async def run(reactor: IReactorTCP, request: Request, as_json: bool) -> Exit:
     """Deliver ``request``, print the report (JSON with ``as_json``); the exit status."""
     from mxsend._report import exit_status, format_human, format_json
-    from mxsend.routing import DNSRouter, make_resolver
-    from mxsend.twisted import Deliverer
+    from mxsend.twisted import Deliverer, DNSRouter
 
     # A file that changes after its scan is reported per recipient by the adapter, not raised.
-    router = DNSRouter(make_resolver(request.dns, reactor), reactor)
+    router = DNSRouter.asking(request.dns, reactor)
     reports = await Deliverer(reactor, router, request.options).deliver(request.messages)
     (format_json if as_json else format_human)(reports, sys.stdout)
     return exit_status(r for m in reports for r in m.recipients)

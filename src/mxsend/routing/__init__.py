@@ -1,12 +1,14 @@
 """Routing: which hosts to try for a domain, in which order, under which TLS policy.
 
-The decisions are pure functions (``order_mx``, ``interleave``) and values (``Route``,
-``TLSPolicy``); the lookups are a thin async layer on an injected twisted.names resolver
-(``DNSRouter``). It imports the core's value types and twisted.names, never the Twisted
-shell, the CLI or a queue.
+Pure decisions and values: ``order_mx`` and ``interleave`` order what DNS answered, a ``Route``
+carries a destination's hosts, port and TLS policy with where that policy came from. The DNS
+lookups themselves are I/O and live in the Twisted shell (``mxsend.twisted.DNSRouter``). It
+imports only the core's value types: no Twisted, no shell, no CLI, no queue.
 """
 
-from mxsend.routing._dns import MAX_CNAME_CHAIN, DNSRouter, make_resolver
+import importlib
+import warnings
+
 from mxsend.routing._mx import (
     MAX_ADDRESSES,
     MAX_SESSIONS,
@@ -19,15 +21,25 @@ from mxsend.routing._policy import PolicySource, Route, TLSPolicy
 
 __all__ = [
     "MAX_ADDRESSES",
-    "MAX_CNAME_CHAIN",
     "MAX_SESSIONS",
-    "DNSRouter",
     "MXHost",
     "PolicySource",
     "Route",
     "RouteError",
     "TLSPolicy",
     "interleave",
-    "make_resolver",
     "order_mx",
 ]
+
+# DNS lookups moved to the Twisted shell; their old names here keep working for one release,
+# imported only when asked for so that importing routing never pulls in Twisted.
+_MOVED = {"DNSRouter", "make_resolver", "MAX_CNAME_CHAIN"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _MOVED:
+        warnings.warn(
+            f"mxsend.routing.{name} moved to mxsend.twisted.{name}", DeprecationWarning, 2
+        )
+        return getattr(importlib.import_module("mxsend.twisted"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

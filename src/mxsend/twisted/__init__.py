@@ -2,25 +2,31 @@
 
 The only room that does I/O. It reads routes from ``mxsend.routing``, drives the sans-I/O core
 ``mxsend.protocol`` and returns ``mxsend.model`` reports; nothing below it imports it. The
-report types are re-exported here for the callers that found them here first."""
+report and option types are re-exported here for the callers that found them here first."""
 
 from mxsend.model import MessageReport, RecipientReport, TLSInfo
-from mxsend.twisted._deliver import Deliverer, DeliveryOptions, Smarthost, deliver
+from mxsend.options import STAGES, DeliveryOptions, Limits, Smarthost, Timeouts, TLSOptions
+from mxsend.twisted._deliver import Deliverer, deliver
+from mxsend.twisted._dns import MAX_CNAME_CHAIN, DNSRouter, make_resolver
 from mxsend.twisted._protocol import SessionOutcome, SMTPClientProtocol
-from mxsend.twisted._timeouts import STAGES, Timeouts
 from mxsend.twisted._tls import ClientTLS
 
 __all__ = [
+    "MAX_CNAME_CHAIN",
     "STAGES",
     "ClientTLS",
+    "DNSRouter",
     "Deliverer",
     "DeliveryOptions",
+    "Limits",
     "MessageReport",
     "RecipientReport",
     "SMTPClientProtocol",
     "SessionOutcome",
     "Smarthost",
     "TLSInfo",
+    "TLSOptions",
     "Timeouts",
     "deliver",
+    "make_resolver",
 ]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.internet.endpoints import (
@@ -16,70 +15,25 @@ from twisted.internet.endpoints import (
     connectProtocol,
     wrapClientTLS,
 )
+from twisted.internet.interfaces import IReactorTCP, IReactorTime, IStreamClientEndpoint
 
 from mxsend.model import FailureKind, MessageReport, RecipientReport
+from mxsend.options import DeliveryOptions
 from mxsend.protocol import (
     ClientConfig,
     ClientConnection,
-    Mechanism,
     Message,
+    Recipient,
     Reply,
     SessionDriver,
     Status,
-    Trace,
 )
-from mxsend.routing import (
-    MAX_ADDRESSES,
-    MAX_SESSIONS,
-    DNSRouter,
-    MXHost,
-    PolicySource,
-    Route,
-    RouteError,
-    TLSPolicy,
-    make_resolver,
-)
-from mxsend.twisted._protocol import SessionOutcome, SMTPClientProtocol, Timeouts
+from mxsend.routing import MXHost, PolicySource, Route, RouteError, TLSPolicy
+from mxsend.twisted._dns import DNSRouter
+from mxsend.twisted._protocol import SessionOutcome, SMTPClientProtocol
 from mxsend.twisted._tls import ClientTLS
 
-__all__ = ["Deliverer", "DeliveryOptions", "MessageReport", "RecipientReport", "Smarthost"]
-
-
-@dataclass(frozen=True, slots=True)
-class Smarthost:
-    """Relay everything through one host; port 465 means implicit TLS (RFC 8314)."""
-
-    host: str
-    port: int = 587
-    mechanism: Mechanism | None = None
-    tls_on_connect: bool | None = None  #: None: implicit TLS exactly when the port is 465
-
-    @property
-    def implicit_tls(self) -> bool:
-        return self.port == 465 if self.tls_on_connect is None else self.tls_on_connect
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryOptions:
-    helo_name: str
-    mx_port: int = 25
-    tls: TLSPolicy | None = None  #: None: MAY for MX delivery, VERIFY for a smarthost
-    cafile: str | None = None
-    smarthost: Smarthost | None = None
-    allow_cleartext_auth: bool = False
-    chunking: bool = True  #: use BDAT when offered (RFC 3030)
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    max_addresses: int = MAX_ADDRESSES
-    max_sessions: int = MAX_SESSIONS
-    parallel: int = 10  #: destinations delivered to at once
-    connections: int = 1  #: concurrent sessions per destination, each reused for its share
-    trace: Trace | None = None
-
-    @property
-    def tls_policy(self) -> TLSPolicy:
-        if self.tls is not None:
-            return self.tls
-        return TLSPolicy.VERIFY if self.smarthost else TLSPolicy.MAY
+__all__ = ["Deliverer", "deliver"]
 
 
 @dataclass
@@ -103,12 +57,21 @@ def _retry_elsewhere(report: RecipientReport) -> bool:
 class Deliverer:
     """Delivers messages to their recipients' MX hosts, or through a smarthost.
 
-    ``reactor`` provides time, TCP and TLS; ``router`` answers DNS questions. Nothing global:
-    a queue can run many of these side by side.
+    ``reactor`` makes TCP connections; ``clock`` (by default the reactor itself) gives the
+    time for elapsed times and deadlines; ``router`` answers DNS questions. Nothing global: a
+    queue can run many of these side by side.
     """
 
-    def __init__(self, reactor: Any, router: DNSRouter, options: DeliveryOptions) -> None:
+    def __init__(
+        self,
+        reactor: IReactorTCP,
+        router: DNSRouter,
+        options: DeliveryOptions,
+        *,
+        clock: IReactorTime | None = None,
+    ) -> None:
         self._reactor = reactor
+        self._clock = clock if clock is not None else IReactorTime(reactor)
         self._router = router
         self._options = options
 
@@ -119,7 +82,7 @@ class Deliverer:
     async def _deliver(self, messages: list[Message]) -> list[MessageReport]:
         groups: dict[str, list[tuple[int, Message]]] = {}
         for index, message in enumerate(messages):
-            by_domain: dict[str, list[Any]] = {}
+            by_domain: dict[str, list[Recipient]] = {}
             for recipient in message.envelope.recipients:
                 key = "" if self._options.smarthost else recipient.address.domain.lower()
                 by_domain.setdefault(key, []).append(recipient)
@@ -129,7 +92,7 @@ class Deliverer:
                     envelope = replace(message.envelope, recipients=tuple(recipients))
                     part = Message(envelope, message.content)
                 groups.setdefault(domain, []).append((index, part))
-        semaphore = DeferredSemaphore(max(1, self._options.parallel))
+        semaphore = DeferredSemaphore(self._options.limits.parallel)
         jobs = [semaphore.run(self._destination, domain, group) for domain, group in groups.items()]
         found: dict[tuple[int, str], RecipientReport] = {}
         for job in jobs:
@@ -148,7 +111,7 @@ class Deliverer:
         """The route for ``domain`` (any domain with a smarthost): its hosts from DNS, its
         port, and the TLS policy it gets, with where the policy came from."""
         options = self._options
-        source = PolicySource.DEFAULT if options.tls is None else PolicySource.OPTION
+        source = PolicySource.DEFAULT if options.tls.policy is None else PolicySource.OPTION
         smarthost = options.smarthost
         if smarthost is None:
             hosts = await self._router.mx_hosts(domain)
@@ -164,13 +127,13 @@ class Deliverer:
     ) -> list[tuple[int, list[RecipientReport]]]:
         """Route once, then spread the destination's messages over up to ``connections``
         concurrent sessions, each reusing its connection for its share."""
-        started = self._reactor.seconds()
+        started = self._clock.seconds()
         try:
             route = await self.route(domain)
         except RouteError as failure:
             pending = {index: _Pending(message) for index, message in group}
             return self._finish(pending, (failure.reply, FailureKind.DNS), 0, started)
-        shares = max(1, min(self._options.connections, len(group)))
+        shares = max(1, min(self._options.limits.connections, len(group)))
         parts = [group[i::shares] for i in range(shares)]
         done = await gatherResults(
             [Deferred.fromCoroutine(self._attempts(route, part, started)) for part in parts]
@@ -183,12 +146,13 @@ class Deliverer:
         """Try the hosts in order until every recipient has an outcome that another host
         would not change, within the address and session limits."""
         pending = {index: _Pending(message) for index, message in group}
-        queue = [(h, a) for h in route.hosts for a in h.addresses][: self._options.max_addresses]
+        limits = self._options.limits
+        queue = [(h, a) for h in route.hosts for a in h.addresses][: limits.max_addresses]
         policy = route.tls
         last_error = Reply.synthesized(451, "4.4.1", "no mail host could be reached")
         last_failure = FailureKind.CONNECT
         sessions = tried = 0
-        while queue and sessions < self._options.max_sessions:
+        while queue and sessions < limits.max_sessions:
             todo = {i: m for i, p in pending.items() if (m := _undecided(p)) is not None}
             if not todo:
                 break
@@ -228,7 +192,7 @@ class Deliverer:
         started: float,
     ) -> list[tuple[int, list[RecipientReport]]]:
         """Every recipient's report; those no host decided get the ``last`` error."""
-        elapsed = self._reactor.seconds() - started
+        elapsed = self._clock.seconds() - started
         reply, failure = last
         out = []
         for index, p in pending.items():
@@ -259,7 +223,7 @@ class Deliverer:
         host, address, tried, started = where
         tls = outcome.tls.info if outcome.tls is not None and outcome.tls.info.version else None
         indices = list(todo)  # the driver was given todo's messages in this order
-        elapsed = self._reactor.seconds() - started
+        elapsed = self._clock.seconds() - started
 
         def keep(
             index: int,
@@ -324,20 +288,20 @@ class Deliverer:
 
         def make_tls() -> ClientTLS:
             return ClientTLS(
-                host.name, require_verified=policy is TLSPolicy.VERIFY, cafile=options.cafile
+                host.name, require_verified=policy is TLSPolicy.VERIFY, cafile=options.tls.cafile
             )
 
         implicit_tls = make_tls() if implicit else None
         protocol = SMTPClientProtocol(
             conn,
             driver,
-            clock=self._reactor,
+            clock=self._clock,
             timeouts=options.timeouts,
             starttls=make_tls,
             implicit_tls=implicit_tls,
         )
         endpoint_type = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
-        endpoint: Any = endpoint_type(
+        endpoint: IStreamClientEndpoint = endpoint_type(
             self._reactor, address, port, timeout=options.timeouts.connect
         )
         if implicit_tls is not None:
@@ -383,7 +347,7 @@ def _undecided(pending: _Pending) -> Message | None:
 
 
 def deliver(
-    reactor: Any,
+    reactor: IReactorTCP,
     messages: Sequence[Message],
     options: DeliveryOptions,
     *,
@@ -393,5 +357,4 @@ def deliver(
 
     Fires with a :class:`MessageReport` per message; ``await`` it from ``async def`` code.
     """
-    router = DNSRouter(make_resolver(dns, reactor), reactor)
-    return Deliverer(reactor, router, options).deliver(messages)
+    return Deliverer(reactor, DNSRouter.asking(dns, reactor), options).deliver(messages)

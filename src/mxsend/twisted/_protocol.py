@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mxsend.model import FailureKind
+from mxsend.options import Timeouts
 from mxsend.protocol import (
     ClientConnection,
     ContentError,
@@ -39,10 +40,9 @@ from mxsend.protocol import (
     State,
     TLSRequested,
 )
-from mxsend.twisted._timeouts import Timeouts
 from mxsend.twisted._tls import ClientTLS
 
-__all__ = ["SMTPClientProtocol", "SessionOutcome", "Timeouts"]
+__all__ = ["SMTPClientProtocol", "SessionOutcome"]
 
 _HANDSHAKE = "TLS handshake"  # what awaits while STARTTLS's handshake runs
 _CLOSED = Failure(ConnectionError("connection closed"))  # type: ignore[no-untyped-call]

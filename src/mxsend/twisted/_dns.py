@@ -5,18 +5,18 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from twisted.names import dns, error
 from twisted.names.client import Resolver
 
 from mxsend.protocol import Reply
-from mxsend.routing._mx import MXHost, RouteError, interleave, order_mx
+from mxsend.routing import MXHost, RouteError, interleave, order_mx
 
-__all__ = ["MAX_CNAME_CHAIN", "DNSRouter", "make_resolver"]
+__all__ = ["MAX_CNAME_CHAIN", "DNSRouter", "Lookups", "make_resolver"]
 
 # RFC 1034 allows chains; loops and long chains are a hostile or broken zone.
 MAX_CNAME_CHAIN = 8
@@ -27,7 +27,16 @@ _NEGATIVE_TTL = 60
 _Records = tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]]
 
 
-def make_resolver(server: tuple[str, int] | None, reactor: Any) -> Resolver:
+class Lookups(Protocol):
+    """What DNSRouter asks of a resolver: three of twisted.names' IResolver lookups, typed as
+    they answer (answers, authority, additional), each a list of records."""
+
+    def lookupMailExchange(self, name: str) -> Deferred[_Records]: ...
+    def lookupAddress(self, name: str) -> Deferred[_Records]: ...
+    def lookupIPV6Address(self, name: str) -> Deferred[_Records]: ...
+
+
+def make_resolver(server: tuple[str, int] | None, reactor: IReactorTCP) -> Resolver:
     """A resolver asking ``server`` (host, port), or the servers in /etc/resolv.conf."""
     timeouts = (1, 3, 5)
     if server is not None:
@@ -73,12 +82,18 @@ class DNSRouter:
     ``clock``."""
 
     def __init__(
-        self, resolver: Any, clock: IReactorTime, rng: random.Random | None = None
+        self, resolver: Lookups, clock: IReactorTime, rng: random.Random | None = None
     ) -> None:
         self._resolver = resolver
         self._clock = clock
         self._rng = rng or random.Random()
         self._cache: dict[tuple[str, int], tuple[float, Any]] = {}
+
+    @classmethod
+    def asking(cls, server: tuple[str, int] | None, reactor: IReactorTCP) -> DNSRouter:
+        """A router asking the DNS server ``server`` (host, port), or the system's, with the
+        reactor's clock for its cache."""
+        return cls(make_resolver(server, reactor), IReactorTime(reactor))
 
     async def mx_hosts(self, domain: str) -> list[MXHost]:
         """The domain's MX hosts in order, each with its addresses; raises RouteError."""
@@ -187,7 +202,7 @@ class DNSRouter:
             while True:
                 target = next(
                     (
-                        str(a.payload.name).lower()
+                        str(_payload(a).name).lower()
                         for a in answers
                         if a.type == dns.CNAME and str(a.name).lower() == chain[-1]
                     ),
