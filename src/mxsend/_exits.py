@@ -14,5 +14,6 @@ class Exit(enum.IntEnum):
     NOINPUT = 66  #: input file missing or unreadable
     UNAVAILABLE = 69  #: every failure was permanent
     SOFTWARE = 70  #: internal error
+    CANTCREAT = 73  #: a file or directory (the queue) cannot be created or used
     TEMPFAIL = 75  #: some recipient deferred: try again later
     CONFIG = 78  #: bad configuration

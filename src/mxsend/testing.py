@@ -16,8 +16,16 @@ from twisted.internet.defer import fail, succeed
 from twisted.names import dns, error
 
 from mxsend.protocol import ClientConnection, Event, SessionDriver, TLSRequested
+from mxsend.queue import MemoryStore
 
-__all__ = ["DEFAULT_EXTENSIONS", "FakeResolver", "FakeServer", "ReceivedMessage", "converse"]
+__all__ = [
+    "DEFAULT_EXTENSIONS",
+    "FakeResolver",
+    "FakeServer",
+    "MemoryStore",
+    "ReceivedMessage",
+    "converse",
+]
 
 DEFAULT_EXTENSIONS = (
     "PIPELINING",

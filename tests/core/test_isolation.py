@@ -16,6 +16,7 @@ import mxsend.message
 import mxsend.model
 import mxsend.options
 import mxsend.protocol
+import mxsend.queue
 import mxsend.routing
 
 CORE_FORBIDDEN = {"twisted", "asyncio", "socket", "ssl", "time", "select", "selectors", "threading"}
@@ -29,6 +30,15 @@ PREPARE = (
     "    f.write(b'From: a@x.test\\nTo: b@y.test\\nBcc: c@z.test\\n\\nbody\\n'); f.flush()\n"
     "    p = mxsend.message.prepare(f.name, read_headers=True, remove_bcc=True)\n"
     "    mxsend.message.scan(p.content)\n"
+)
+QUEUE = (
+    "import tempfile, mxsend.queue\n"
+    "from mxsend.protocol import Envelope, Message\n"
+    "m = Message(Envelope.build('a@x.test', ['b@y.test']), b'Subject: t\\r\\n\\r\\nhi\\r\\n')\n"
+    "with tempfile.TemporaryDirectory() as d:\n"
+    "    store = mxsend.queue.DiskStore(d)\n"
+    "    mxsend.queue.enqueue(store, [m, m])\n"
+    "    [c] = store.claim(store.scan()[:1])\n"
 )
 OPTIONS = (
     "import tomllib, mxsend.options\n"
@@ -45,8 +55,9 @@ OPTIONS = (
         (PREPARE, PURE_FORBIDDEN),
         ("import mxsend.routing\n", PURE_FORBIDDEN | {"socket"}),
         (OPTIONS, PURE_FORBIDDEN | {"socket"}),
+        (QUEUE, PURE_FORBIDDEN | {"socket"}),
     ],
-    ids=["protocol", "model", "message", "routing", "options"],
+    ids=["protocol", "model", "message", "routing", "options", "queue"],
 )
 def test_using_a_pure_room_pulls_in_nothing_forbidden(work: str, forbidden: set[str]) -> None:
     check = f"bad = set({sorted(forbidden)!r}) & set(sys.modules)\nassert not bad, bad\n"
@@ -70,6 +81,7 @@ PURE = [
     pathlib.Path(mxsend.message.__file__),
     pathlib.Path(mxsend.options.__file__),
     *sorted(pathlib.Path(mxsend.routing.__file__).parent.glob("*.py")),
+    *sorted(pathlib.Path(mxsend.queue.__file__).parent.glob("*.py")),
 ]
 
 

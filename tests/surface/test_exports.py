@@ -88,6 +88,7 @@ def test_testing_exports() -> None:
         "DEFAULT_EXTENSIONS",
         "FakeResolver",
         "FakeServer",
+        "MemoryStore",
         "ReceivedMessage",
         "converse",
     }
@@ -99,8 +100,9 @@ def test_twisted_and_routing_exports() -> None:
 
     assert set(mxsend.twisted.__all__) == {
         "MAX_CNAME_CHAIN", "STAGES", "ClientTLS", "DNSRouter", "Deliverer", "DeliveryOptions",
-        "Limits", "MessageReport", "RecipientReport", "SMTPClientProtocol", "SessionOutcome",
-        "Smarthost", "TLSInfo", "TLSOptions", "Timeouts", "deliver", "make_resolver",
+        "Limits", "MessageReport", "PassCounts", "QueueRunner", "RecipientReport",
+        "SMTPClientProtocol", "SessionOutcome", "Smarthost", "TLSInfo", "TLSOptions", "Timeouts",
+        "deliver", "make_resolver",
     }  # fmt: skip
     assert set(mxsend.routing.__all__) == {
         "MAX_ADDRESSES", "MAX_SESSIONS", "MXHost", "PolicySource", "Route", "RouteError",

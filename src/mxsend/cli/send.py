@@ -7,6 +7,7 @@ The twistd plugin (:mod:`mxsend._service`) takes the same options through
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import sys
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
     from mxsend.model import Message
     from mxsend.options import DeliveryOptions
+    from mxsend.queue import DiskStore
 
 __all__ = ["Request", "add_arguments", "build_parser", "build_request", "execute", "run", "setup"]
 
@@ -95,6 +97,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="from_headers",
         help="also take recipients from To, Cc and Bcc (Bcc is removed)",
     )
+    delivery_arguments(parser)
+    parser.add_argument(
+        "--notify", metavar="LIST", help="DSN NOTIFY: never or success,failure,delay"
+    )
+    parser.add_argument("--ret", choices=["full", "hdrs"], help="DSN RET")
+    parser.add_argument("--envid", metavar="ID", help="DSN envelope identifier")
+    parser.add_argument(
+        "--queue",
+        action="store_true",
+        help="queue the message durably, print its queue id and leave delivery to the queue",
+    )
+    queue_dir_option(parser)
+
+
+def queue_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--queue-dir",
+        metavar="DIR",
+        help="the queue (default: $MXSEND_QUEUE_DIR, /var/spool/mxsend for root, "
+        "else $XDG_STATE_HOME/mxsend/queue)",
+    )
+
+
+def delivery_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that say how to deliver: routing, TLS, AUTH, deadlines, the transcript."""
     routing_options(parser)
     timeout_option(parser)
     parser.add_argument("--helo", metavar="NAME", help="name to give in EHLO (default: FQDN)")
@@ -115,11 +142,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="send with DATA even when the server offers BDAT (CHUNKING)",
     )
-    parser.add_argument(
-        "--notify", metavar="LIST", help="DSN NOTIFY: never or success,failure,delay"
-    )
-    parser.add_argument("--ret", choices=["full", "hdrs"], help="DSN RET")
-    parser.add_argument("--envid", metavar="ID", help="DSN envelope identifier")
     parser.add_argument(
         "-v",
         "--verbose",
@@ -157,7 +179,6 @@ def _helo_name(args: argparse.Namespace) -> str:
 def build_request(args: argparse.Namespace) -> Request:
     """The delivery ``args`` (parsed ``send`` options) ask for; a UserError if they cannot."""
     from mxsend.message import MessageError, prepare, scan
-    from mxsend.options import DeliveryOptions, Smarthost, TLSOptions
     from mxsend.protocol import (
         AddressError,
         Body,
@@ -166,13 +187,10 @@ def build_request(args: argparse.Namespace) -> Request:
         Message,
         Notify,
         ParameterError,
-        Plain,
         RcptOptions,
         Ret,
     )
-    from mxsend.routing import TLSPolicy
 
-    timeouts = parse_timeouts(args.timeout)
     try:
         prepared = prepare(
             args.message,
@@ -208,6 +226,17 @@ def build_request(args: argparse.Namespace) -> Request:
         raise UserError(Exit.DATAERR, str(exc)) from None
     except ValueError as exc:
         raise UserError(Exit.USAGE, f"--notify: {exc}") from None
+    return Request([Message(envelope, prepared.content)], delivery_options(args), args.dns)
+
+
+def delivery_options(args: argparse.Namespace) -> DeliveryOptions:
+    """The DeliveryOptions that parsed :func:`delivery_arguments` ask for; a UserError if
+    they cannot be had."""
+    from mxsend.options import DeliveryOptions, Smarthost, TLSOptions
+    from mxsend.protocol import Plain
+    from mxsend.routing import TLSPolicy
+
+    timeouts = parse_timeouts(args.timeout)
     smarthost = None
     if args.smarthost:
         try:
@@ -226,7 +255,7 @@ def build_request(args: argparse.Namespace) -> Request:
         def trace(direction: str, line: str) -> None:
             sys.stderr.write(f"{direction}: {line}\n")
 
-    delivery = DeliveryOptions(
+    return DeliveryOptions(
         _helo_name(args),
         mx_port=args.mx_port,
         tls=TLSOptions(TLSPolicy(args.tls) if args.tls else None, args.cafile),
@@ -236,7 +265,6 @@ def build_request(args: argparse.Namespace) -> Request:
         timeouts=timeouts,
         trace=trace,
     )
-    return Request([Message(envelope, prepared.content)], delivery, args.dns)
 
 
 async def run(reactor: IReactorTCP, request: Request, as_json: bool) -> Exit:
@@ -252,6 +280,36 @@ async def run(reactor: IReactorTCP, request: Request, as_json: bool) -> Exit:
 
 
 def execute(args: argparse.Namespace) -> int:
-    """``mxsend send``: build the request, then deliver it in the reactor."""
+    """``mxsend send``: build the request, then deliver it in the reactor, or queue it."""
     request = build_request(args)
+    if args.queue:
+        return queue_request(request, args.queue_dir, as_json=args.json)
     return run_in_reactor(lambda reactor: run(reactor, request, args.json), verbose=args.verbose)
+
+
+def open_queue(queue_dir: str | None) -> DiskStore:
+    """The queue at ``queue_dir`` (or the default one); a UserError when it cannot be used."""
+    from mxsend.queue import DiskStore, QueueError, default_queue_dir
+
+    try:
+        return DiskStore(queue_dir or default_queue_dir())
+    except QueueError as exc:
+        raise UserError(Exit.CANTCREAT, str(exc)) from None
+
+
+def queue_request(request: Request, queue_dir: str | None, *, as_json: bool) -> int:
+    """Queue the request's messages in one durable commit; print their ids; exit 0 only once
+    they are safe (75 when they could not be queued, and then nothing is)."""
+    from mxsend.queue import QueueError, enqueue
+
+    store = open_queue(queue_dir)
+    try:
+        ids = enqueue(store, request.messages, uid=os.getuid())
+    except QueueError as exc:
+        raise UserError(Exit.TEMPFAIL, str(exc)) from None
+    if as_json:
+        json.dump({"queued": ids, "queue_dir": str(store.root)}, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write("".join(f"queued as {i}\n" for i in ids))
+    return int(Exit.OK)

@@ -24,6 +24,15 @@ place.
      |    +-- UnreadableMessageError      its file or standard input cannot be read
      |    +-- InvalidMessageError         its header block or lines are not acceptable
      |    +-- SpoolError                  standard input cannot be copied to a spool file
+     +-- QueueError                       the queue cannot be used or changed (mxsend.queue)
+     |    +-- NoSuchEntryError            no entry has that id
+     |    +-- BusyError                   another process is delivering that entry now
+     +-- EntryFormatError                 a queue file this version cannot read (also a
+     |                                    ValueError); the entry is moved aside
+     +-- DSNError                         a bounce that cannot be built (also a ValueError)
+     |    +-- NullSenderError             the null sender never gets one
+     +-- ConfigError                      a setting that cannot be used (mxsend.options),
+     |                                    named by its path, e.g. ``limits.parallel``
      +-- UserError                        what a command line user asked for (mxsend.cli),
                                           with its sysexits status
 

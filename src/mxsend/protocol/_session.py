@@ -15,7 +15,7 @@ connection when the content cannot be read.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from mxsend.protocol._auth import Mechanism
@@ -86,8 +86,13 @@ class SessionDriver:
         starttls: bool = True,
         require_tls: bool = False,
         mechanism: Mechanism | None = None,
+        on_result: Callable[[int, TransactionResult], None] | None = None,
     ) -> None:
         self.connection = connection
+        #: Called with (position, result) as each transaction's outcome is known, so that a
+        #: queue can make it durable before the next one (the duplicate a crash can cause is
+        #: then bounded to the transaction in flight).
+        self.on_result = on_result
         self._messages: deque[tuple[int, Message]] = deque(enumerate(messages))
         self._positions: dict[int, int] = {}  # transaction id -> position in ``messages``
         self._bodies: dict[int, bytes | Content] = {}
@@ -151,8 +156,7 @@ class SessionDriver:
             failure = self._content_failed.pop(result.transaction_id, None)
             if failure is not None:
                 result = _with_failure(result, failure)
-            self.results.append(result)
-            self.positions.append(self._positions.pop(result.transaction_id))
+            self._result(self._positions.pop(result.transaction_id), result)
             self._next()
 
     def end_stream(self) -> None:
@@ -208,6 +212,12 @@ class SessionDriver:
             self.auth_failed = Reply.synthesized(451, "4.7.0", str(refusal))
             self._quit()
 
+    def _result(self, position: int, result: TransactionResult) -> None:
+        self.results.append(result)
+        self.positions.append(position)
+        if self.on_result is not None:
+            self.on_result(position, result)
+
     def _next(self) -> None:
         """Begin the next transaction if the session can take one; QUIT when all are done."""
         conn = self.connection
@@ -217,9 +227,8 @@ class SessionDriver:
                 self._check_lines(message.content)
                 ident = conn.begin_transaction(message.envelope)
             except (ExtensionRequiredError, MessageTooLargeError, LineTooLongError) as refusal:
-                self.results.append(_refused(message.envelope, refusal.reply))
-                self.positions.append(position)
                 self.refused_positions.add(position)
+                self._result(position, _refused(message.envelope, refusal.reply))
                 continue
             self._bodies[ident] = message.content
             self._positions[ident] = position

@@ -9,6 +9,7 @@ from mxsend.options import STAGES, DeliveryOptions, Limits, Smarthost, Timeouts,
 from mxsend.twisted._deliver import Deliverer, deliver
 from mxsend.twisted._dns import MAX_CNAME_CHAIN, DNSRouter, make_resolver
 from mxsend.twisted._protocol import SessionOutcome, SMTPClientProtocol
+from mxsend.twisted._runner import PassCounts, QueueRunner
 from mxsend.twisted._tls import ClientTLS
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "DeliveryOptions",
     "Limits",
     "MessageReport",
+    "PassCounts",
+    "QueueRunner",
     "RecipientReport",
     "SMTPClientProtocol",
     "SessionOutcome",

@@ -5,7 +5,7 @@ Reads top to bottom as ``async def``; the public face returns Deferreds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
@@ -27,13 +27,17 @@ from mxsend.protocol import (
     Reply,
     SessionDriver,
     Status,
+    TransactionResult,
 )
 from mxsend.routing import MXHost, PolicySource, Route, RouteError, TLSPolicy
 from mxsend.twisted._dns import DNSRouter
 from mxsend.twisted._protocol import SessionOutcome, SMTPClientProtocol
 from mxsend.twisted._tls import ClientTLS
 
-__all__ = ["Deliverer", "deliver"]
+__all__ = ["Decided", "Deliverer", "deliver"]
+
+#: ``on_decided(index, report)``: a recipient of ``messages[index]`` was settled for good.
+Decided = Callable[[int, RecipientReport], None]
 
 
 @dataclass
@@ -75,11 +79,20 @@ class Deliverer:
         self._router = router
         self._options = options
 
-    def deliver(self, messages: Sequence[Message]) -> Deferred[list[MessageReport]]:
-        """Fires with one report per message, in order; never fails for a recipient's sake."""
-        return Deferred.fromCoroutine(self._deliver(list(messages)))
+    def deliver(
+        self, messages: Sequence[Message], *, on_decided: Decided | None = None
+    ) -> Deferred[list[MessageReport]]:
+        """Fires with one report per message, in order; never fails for a recipient's sake.
 
-    async def _deliver(self, messages: list[Message]) -> list[MessageReport]:
+        ``on_decided(index, report)`` is called, while delivery goes on, for each recipient
+        of ``messages[index]`` as soon as it is delivered or refused for good: a queue makes
+        that durable before the next transaction. Deferred recipients are only in the result.
+        """
+        return Deferred.fromCoroutine(self._deliver(list(messages), on_decided))
+
+    async def _deliver(
+        self, messages: list[Message], on_decided: Decided | None
+    ) -> list[MessageReport]:
         groups: dict[str, list[tuple[int, Message]]] = {}
         for index, message in enumerate(messages):
             by_domain: dict[str, list[Recipient]] = {}
@@ -93,7 +106,10 @@ class Deliverer:
                     part = Message(envelope, message.content)
                 groups.setdefault(domain, []).append((index, part))
         semaphore = DeferredSemaphore(self._options.limits.parallel)
-        jobs = [semaphore.run(self._destination, domain, group) for domain, group in groups.items()]
+        jobs = [
+            semaphore.run(self._destination, domain, group, on_decided)
+            for domain, group in groups.items()
+        ]
         found: dict[tuple[int, str], RecipientReport] = {}
         for job in jobs:
             for index, reports in await job:
@@ -123,7 +139,7 @@ class Deliverer:
         )
 
     async def _destination(
-        self, domain: str, group: list[tuple[int, Message]]
+        self, domain: str, group: list[tuple[int, Message]], on_decided: Decided | None
     ) -> list[tuple[int, list[RecipientReport]]]:
         """Route once, then spread the destination's messages over up to ``connections``
         concurrent sessions, each reusing its connection for its share."""
@@ -136,12 +152,19 @@ class Deliverer:
         shares = max(1, min(self._options.limits.connections, len(group)))
         parts = [group[i::shares] for i in range(shares)]
         done = await gatherResults(
-            [Deferred.fromCoroutine(self._attempts(route, part, started)) for part in parts]
+            [
+                Deferred.fromCoroutine(self._attempts(route, part, started, on_decided))
+                for part in parts
+            ]
         )
         return [item for part in done for item in part]
 
     async def _attempts(
-        self, route: Route, group: list[tuple[int, Message]], started: float
+        self,
+        route: Route,
+        group: list[tuple[int, Message]],
+        started: float,
+        on_decided: Decided | None,
     ) -> list[tuple[int, list[RecipientReport]]]:
         """Try the hosts in order until every recipient has an outcome that another host
         would not change, within the address and session limits."""
@@ -158,7 +181,9 @@ class Deliverer:
                 break
             host, address = queue.pop(0)
             tried += 1
-            outcome, driver = await self._session(host, address, route, todo, policy)
+            outcome, driver = await self._session(
+                host, address, route, todo, policy, on_decided=on_decided
+            )
             if outcome is None:
                 continue  # no connection: the next address does not use up a session
             sessions += 1
@@ -260,6 +285,8 @@ class Deliverer:
         route: Route,
         todo: dict[int, Message],
         policy: TLSPolicy,
+        *,
+        on_decided: Decided | None = None,
     ) -> tuple[SessionOutcome | None, SessionDriver]:
         options = self._options
         smarthost = options.smarthost
@@ -284,6 +311,7 @@ class Deliverer:
             starttls=policy is not TLSPolicy.NONE and not implicit,
             require_tls=policy.required and not implicit,
             mechanism=smarthost.mechanism if smarthost else None,
+            on_result=None if on_decided is None else _early(on_decided, list(todo), host, address),
         )
 
         def make_tls() -> ClientTLS:
@@ -315,6 +343,28 @@ class Deliverer:
                 options.trace("*", f"connection to [{address}]:{port} failed: {exc}")
             return None, driver
         return await protocol.done, driver
+
+
+def _early(
+    on_decided: Decided, indices: list[int], host: MXHost, address: str
+) -> Callable[[int, TransactionResult], None]:
+    """Pass on each recipient a transaction settled for good (delivered, or refused for
+    good) as soon as its reply is in; deferred ones wait for the end (another host may
+    still take them)."""
+
+    def on_result(position: int, result: TransactionResult) -> None:
+        for r in result.recipients:
+            if r.status is Status.DEFERRED or r.outcome_unknown:
+                continue
+            failure = None
+            if r.status is not Status.DELIVERED:
+                failure = FailureKind.LOCAL if r.reply.local else FailureKind.REPLY
+            report = RecipientReport(
+                str(r.recipient), r.status, r.reply, host.name, address, failure=failure
+            )
+            on_decided(indices[position], report)
+
+    return on_result
 
 
 def _failure_of(

@@ -1,0 +1,293 @@
+"""Deliver queued mail: claim entries, deliver them, record every outcome, schedule retries,
+give up after the lifetime, and queue bounces (RFC 3464) and delay warnings.
+
+One pass claims entries in batches; each batch is one :meth:`Deliverer.deliver` call, so the
+messages of one destination share its connections. Every recipient delivered or refused for
+good is made durable in the store as soon as its transaction ends; the rest when the entry
+is released.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from mxsend.model import MessageReport, RecipientReport
+from mxsend.protocol import (
+    Body,
+    Content,
+    Envelope,
+    MailOptions,
+    Message,
+    Notify,
+    Reply,
+    Ret,
+    Status,
+)
+from mxsend.queue._bounce import Action, DSNRecipient, DSNRequest, build_dsn
+from mxsend.queue._entry import Attempt, Entry, QueuedRecipient, RecipientState
+from mxsend.queue._schedule import RetryPolicy
+from mxsend.queue._store import Claim, QueueError, QueueStore, new_entry
+from mxsend.twisted._deliver import Deliverer
+
+__all__ = ["PassCounts", "QueueRunner"]
+
+_MAX_HEADERS = 1 << 20
+DELIVERY_LOG = Logger(namespace="mxsend.delivery")
+
+
+@dataclass
+class PassCounts:
+    """What one pass did, recipient by recipient (``bounces``: DSNs queued)."""
+
+    delivered: int = 0
+    deferred: int = 0
+    failed: int = 0
+    bounces: int = 0
+    entries: int = 0
+    total: int = 0  #: entries the pass set out to try
+
+
+class QueueRunner:
+    """Runs passes over a :class:`QueueStore` with a :class:`Deliverer`."""
+
+    def __init__(
+        self,
+        store: QueueStore,
+        deliverer: Deliverer,
+        *,
+        clock: IReactorTime,
+        policy: RetryPolicy | None = None,
+        reporting_mta: str,
+        rng: random.Random | None = None,
+        batch: int = 200,
+    ) -> None:
+        self._store = store
+        self._deliverer = deliverer
+        self._clock = clock
+        self._policy = policy or RetryPolicy()
+        self._reporting_mta = reporting_mta
+        self._rng = rng or random.Random()
+        self._batch = batch
+
+    async def run_pass(
+        self, *, due_only: bool = True, progress: Callable[[PassCounts], None] | None = None
+    ) -> PassCounts:
+        """Try every entry (``due_only``: every due entry) once; entries another process
+        holds are left to it."""
+        ids = self._store.scan(self._clock.seconds() if due_only else None)
+        counts = PassCounts(total=len(ids))
+        for start in range(0, len(ids), self._batch):
+            claims = self._store.claim(ids[start : start + self._batch])
+            if claims:
+                await self.deliver_claims(claims, counts)
+            if progress is not None:
+                progress(counts)
+        return counts
+
+    async def deliver_claims(self, claims: Sequence[Claim], counts: PassCounts) -> None:
+        """Deliver the claimed entries' undecided recipients and release every claim."""
+        messages = [Message(c.entry.envelope(), c.content) for c in claims]
+        started = self._clock.seconds()
+
+        def on_decided(index: int, report: RecipientReport) -> None:
+            claim = claims[index]
+            current = claim.entry.recipient(report.recipient)
+            if current is not None:
+                after = self._after(current, report, started, claim.entry.arrival)
+                self._store.record(claim, [after])
+
+        try:
+            reports = await self._deliverer.deliver(messages, on_decided=on_decided)
+        except BaseException:
+            for claim in claims:
+                self._release(claim, claim.entry)  # nothing decided beyond the journal
+            raise
+        for claim, report in zip(claims, reports, strict=True):
+            counts.entries += 1
+            self._release(claim, self._settle(claim, report, counts))
+
+    def _release(self, claim: Claim, entry: Entry) -> None:
+        try:
+            self._store.release(claim, entry)
+        except QueueError as exc:
+            DELIVERY_LOG.error(
+                "{id}: could not save its state: {error}", id=claim.entry.id, error=exc
+            )
+
+    def _after(
+        self, current: QueuedRecipient, report: RecipientReport, now: float, arrival: float
+    ) -> QueuedRecipient:
+        state = {
+            Status.DELIVERED: RecipientState.DELIVERED,
+            Status.FAILED: RecipientState.FAILED,
+        }.get(report.status, RecipientState.DEFERRED)
+        attempt = Attempt(now, state, report.reply, report.mx, report.address)
+        attempts = current.attempts + 1
+        next_attempt = 0.0
+        if state is RecipientState.DEFERRED:
+            next_attempt = self._policy.next_attempt(
+                arrival=arrival, attempts=attempts, now=now, rng=self._rng
+            )
+        return current.after(attempt, attempts, next_attempt)
+
+    def _settle(self, claim: Claim, report: MessageReport, counts: PassCounts) -> Entry:
+        """The entry after this attempt: outcomes recorded, the expired given up on, and
+        bounces and warnings queued."""
+        entry = claim.entry
+        now = self._clock.seconds()
+        newly_failed: list[tuple[QueuedRecipient, bool]] = []  # (recipient, expired)
+        expired = self._policy.expired(arrival=entry.arrival, now=now, bounce=entry.is_bounce)
+        for rr in report.recipients:
+            current = entry.recipient(rr.recipient)
+            if current is None or current.state.decided:
+                continue  # decided earlier (and journaled) or not ours
+            updated = self._after(current, rr, now, entry.arrival)
+            gave_up = updated.state is RecipientState.DEFERRED and expired
+            if gave_up:
+                updated = replace(updated, state=RecipientState.FAILED, next_attempt=0.0)
+            if updated.state is RecipientState.FAILED:
+                newly_failed.append((updated, gave_up))
+            entry = entry.with_recipient(updated)
+            self._log(entry, updated, rr, gave_up)
+            if updated.state is RecipientState.DELIVERED:
+                counts.delivered += 1
+            elif updated.state is RecipientState.FAILED:
+                counts.failed += 1
+            else:
+                counts.deferred += 1
+        if newly_failed:
+            counts.bounces += self._bounce(claim, entry, newly_failed, Action.FAILED)
+        elif self._warn(entry, now):
+            deferred = [(r, False) for r in entry.recipients if not r.state.decided]
+            if self._bounce(claim, entry, deferred, Action.DELAYED):
+                counts.bounces += 1
+            entry = replace(entry, warned=True)
+        return entry
+
+    def _warn(self, entry: Entry, now: float) -> bool:
+        if entry.is_bounce or entry.done:
+            return False
+        return self._policy.warning_due(arrival=entry.arrival, now=now, warned=entry.warned)
+
+    def _log(self, entry: Entry, r: QueuedRecipient, rr: RecipientReport, expired: bool) -> None:
+        status = {"delivered": "sent", "deferred": "deferred", "failed": "bounced"}[r.state.value]
+        reply = " ".join(line for line in rr.reply.lines if line)
+        DELIVERY_LOG.info(
+            "{id}: to=<{recipient}>, relay={relay}, delay={delay:.1f}, attempts={attempts}, "
+            "dsn={dsn}, status={status} ({code} {reply}){expired}",
+            id=entry.id,
+            recipient=r.address,
+            relay=f"{rr.mx}[{rr.address}]" if rr.mx else "none",
+            delay=self._clock.seconds() - entry.arrival,
+            attempts=r.attempts,
+            dsn=str(rr.reply.enhanced) if rr.reply.enhanced else f"{rr.reply.code // 100}.0.0",
+            status=status,
+            code=rr.reply.code,
+            reply=reply,
+            expired=", lifetime expired" if expired else "",
+        )
+
+    def _bounce(
+        self,
+        claim: Claim,
+        entry: Entry,
+        recipients: list[tuple[QueuedRecipient, bool]],
+        action: Action,
+    ) -> int:
+        """Queue one DSN for ``recipients`` to the sender; the number queued (0 or 1). Never
+        for a bounce (null sender), nor for recipients who asked for none (NOTIFY)."""
+        if entry.sender is None:
+            for r, _ in recipients:
+                DELIVERY_LOG.warn(
+                    "{id}: bounce to <{to}> failed; dropped", id=entry.id, to=r.address
+                )
+            return 0
+        wanted = Notify.DELAY if action is Action.DELAYED else Notify.FAILURE
+        chosen = [
+            (r, expired)
+            for r, expired in recipients
+            if (r.recipient.options.notify and wanted in r.recipient.options.notify)
+            or (not r.recipient.options.notify and action is Action.FAILED)  # RFC 3461 4.1
+        ]
+        if not chosen:
+            return 0
+        now = datetime.fromtimestamp(self._clock.seconds(), UTC)
+        until = datetime.fromtimestamp(self._policy.expires_at(entry.arrival), UTC)
+        blocks = tuple(
+            DSNRecipient(
+                r.address,
+                action,
+                _status(r.reply, expired, action),
+                original_recipient=r.recipient.options.orcpt,
+                remote_mta=r.remote,
+                diagnostic=None if r.reply is None or r.reply.local else _text(r.reply),
+                last_attempt=None
+                if r.last_attempt is None
+                else datetime.fromtimestamp(r.last_attempt, UTC),
+                will_retry_until=until if action is Action.DELAYED else None,
+            )
+            for r, expired in chosen
+        )
+        try:
+            dsn = build_dsn(
+                DSNRequest(
+                    self._reporting_mta,
+                    entry.sender,
+                    datetime.fromtimestamp(entry.arrival, UTC),
+                    blocks,
+                    _headers(claim),
+                    body_path=claim.path,
+                    ret_full=entry.mail.ret is Ret.FULL and claim.path is not None,
+                    envid=entry.mail.envid,
+                    now=now,
+                )
+            )
+            options = MailOptions(
+                size=dsn.size,
+                body=Body.EIGHT_BIT_MIME if dsn.eight_bit else None,
+                smtputf8=dsn.smtputf8,
+            )
+            envelope = Envelope.build(None, [entry.sender], options)
+            message = Message(envelope, Content.from_chunks(dsn))  # streamed from the file
+            bounce = new_entry(message, now=self._clock.seconds())
+            self._store.enqueue([(bounce, message)])
+        except Exception as exc:  # a bounce must never take the original's state with it
+            DELIVERY_LOG.error("{id}: could not queue a DSN: {error}", id=entry.id, error=exc)
+            return 0
+        DELIVERY_LOG.info("{id}: sender DSN queued as {dsn}", id=entry.id, dsn=bounce.id)
+        return 1
+
+
+def _status(reply: Reply | None, expired: bool, action: Action) -> str:
+    """The DSN Status (RFC 3463): the last reply's own code when it fits, else 4.4.7
+    (delivery time expired) for the delayed and the expired, 5.0.0 for other failures."""
+    code = str(reply.enhanced) if reply is not None and reply.enhanced is not None else None
+    if action is Action.DELAYED:
+        return code if code is not None and code[0] == "4" else "4.4.7"
+    if code is not None and (code[0] == "5" or (expired and code[0] == "4")):
+        return code
+    return "4.4.7" if expired else "5.0.0"
+
+
+def _text(reply: Reply) -> str:
+    return f"{reply.code} " + " ".join(line for line in reply.lines if line)
+
+
+def _headers(claim: Claim) -> bytes:
+    """The queued message's header block (at most 1 MiB), for the DSN."""
+    data = b""
+    for chunk in claim.content.chunks():
+        data += chunk
+        for mark in (b"\r\n\r\n", b"\n\n"):
+            end = data.find(mark)
+            if end >= 0:
+                return data[: end + len(mark)]
+        if len(data) >= _MAX_HEADERS:
+            break
+    return data[:_MAX_HEADERS]
