@@ -59,6 +59,33 @@ class WorldDelivery(TestCase):
     def test_demo_outcomes(self) -> Deferred[None]:
         return ensureDeferred(self._demo_outcomes())
 
+    async def _settled_early(self) -> None:
+        # A queue makes each settled recipient durable as its transaction ends: on_decided
+        # passes on the delivered and the refused for good while the sessions still run,
+        # never the deferred (another host, or a later try, may still take them).
+        router = DNSRouter(make_resolver(self.world.dns, reactor), reactor)
+        opts = DeliveryOptions(
+            "client.test", mx_port=self.world.mx_port, tls=TLSOptions(cafile=self.world.cafile)
+        )
+        envelope = Envelope.build("s@client.test", ["nobody@gamma.test", "busy@gamma.test"])
+        messages = [
+            Message(Envelope.build("s@client.test", ["ann@alpha.test"]), b"x\n"),
+            Message(envelope, b"y\n"),
+        ]
+        seen: list[tuple[int, str, Status]] = []
+        done = Deliverer(reactor, router, opts).deliver(
+            messages, on_decided=lambda i, r: seen.append((i, r.recipient, r.status))
+        )
+        reports = await done
+        assert sorted(seen) == [
+            (0, "ann@alpha.test", Status.DELIVERED),
+            (1, "nobody@gamma.test", Status.FAILED),
+        ], seen
+        assert [r.status for r in reports[1].recipients] == [Status.FAILED, Status.DEFERRED]
+
+    def test_settled_recipients_are_passed_on_as_they_are_decided(self) -> Deferred[None]:
+        return ensureDeferred(self._settled_early())
+
     async def _verify_without_ca_defers(self) -> None:
         router = DNSRouter(make_resolver(self.world.dns, reactor), reactor)
         opts = DeliveryOptions(
