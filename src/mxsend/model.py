@@ -26,6 +26,7 @@ __all__ = [
     "MessageReport",
     "RecipientReport",
     "TLSInfo",
+    "printable",
     "report_from_json",
     "report_to_json",
 ]
@@ -139,3 +140,9 @@ def report_from_json(data: Mapping[str, Any]) -> RecipientReport:
         float(data.get("seconds", 0.0)),
         FailureKind(failure) if failure else None,
     )
+
+
+def printable(text: str) -> str:
+    """``text`` for a log line or a terminal: control characters shown as ``?``, so that a
+    server's reply cannot forge a line or move the cursor."""
+    return "".join(c if c.isprintable() else "?" for c in text)

@@ -100,7 +100,7 @@ def test_twisted_and_routing_exports() -> None:
 
     assert set(mxsend.twisted.__all__) == {
         "MAX_CNAME_CHAIN", "STAGES", "ClientTLS", "DNSRouter", "Deliverer", "DeliveryOptions",
-        "Limits", "MessageReport", "PassCounts", "QueueRunner", "RecipientReport",
+        "Limits", "MessageReport", "PassCounts", "QueueDaemon", "QueueRunner", "RecipientReport",
         "SMTPClientProtocol", "SessionOutcome", "Smarthost", "TLSInfo", "TLSOptions", "Timeouts",
         "deliver", "make_resolver",
     }  # fmt: skip

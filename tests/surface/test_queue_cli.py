@@ -146,3 +146,15 @@ def test_bad_input_queues_nothing(tmp_path: Path) -> None:
     assert not (spool / "entries").exists() or not list((spool / "entries").iterdir())
     usage = queue(None, spool, "run", "--lifetime", "5x")
     assert usage.returncode == 64 and b"--lifetime" in usage.stderr
+
+
+def test_queue_refuses_delivery_options_it_would_not_keep(tmp_path: Path) -> None:
+    # A --tls verify accepted here and forgotten by the queue would be a silent downgrade.
+    message = tmp_path / "m.eml"
+    message.write_bytes(MESSAGE)
+    spool = tmp_path / "q"
+    done = mxsend("send", "--queue", "--queue-dir", str(spool), "--from", "a@b.test", "--to",
+                  "c@d.test", "--tls", "verify", str(message))  # fmt: skip
+    assert done.returncode == 64, done.stderr
+    assert b"--tls" in done.stderr and done.stderr.count(b"\n") == 1
+    assert not (spool / "entries").exists() or not list((spool / "entries").iterdir())

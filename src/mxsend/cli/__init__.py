@@ -7,7 +7,7 @@ running in the reactor) is in ``_common``. User errors print one line (``mxsend:
 exit with a sysexits status; no traceback. Commands import their machinery (Twisted, the demo
 world) only when they run, so ``mxsend --help`` stays quick.
 
-Commands to come (daemon, config, a sendmail-compatible front end) are modules here in the
+Commands to come (config, a sendmail-compatible front end) are modules here in the
 same shape, added to ``_COMMANDS``; message preparation for them is :mod:`mxsend.message`.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from mxsend import __version__
-from mxsend.cli import demo, plan, queue, send
+from mxsend.cli import daemon, demo, plan, queue, send
 from mxsend.cli._common import Parser, Subcommands, UserError, internal_error, run_in_reactor
 
 __all__ = ["UserError", "build_parser", "internal_error", "main", "run_in_reactor"]
@@ -34,7 +34,13 @@ class _Command(Protocol):
 
 
 #: Every command, by the name it is given on the command line, in the order ``--help`` shows.
-_COMMANDS: dict[str, _Command] = {"send": send, "queue": queue, "plan": plan, "demo": demo}
+_COMMANDS: dict[str, _Command] = {
+    "send": send,
+    "queue": queue,
+    "daemon": daemon,
+    "plan": plan,
+    "demo": demo,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -124,9 +124,11 @@ def _age(seconds: float) -> str:
 
 
 def _reply(entry_reply: Any) -> str:
+    from mxsend.model import printable
+
     if entry_reply is None:
         return ""
-    return f"{entry_reply.code} " + " ".join(line for line in entry_reply.lines if line)
+    return printable(f"{entry_reply.code} " + " ".join(line for line in entry_reply.lines if line))
 
 
 def list_entries(store: QueueStore, args: argparse.Namespace) -> int:
@@ -164,6 +166,8 @@ def _get(store: QueueStore, entry_id: str) -> Entry:
 
 
 def show_entry(store: QueueStore, args: argparse.Namespace) -> int:
+    from mxsend.model import printable
+
     entry = _get(store, args.id)
     now = time.time()
     if args.json:
@@ -185,6 +189,7 @@ def show_entry(store: QueueStore, args: argparse.Namespace) -> int:
         for attempt in r.history:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(attempt.at))
             where = f" {attempt.remote}[{attempt.address}]" if attempt.remote else ""
+            where = printable(where)
             out(f"    {when}{where} {attempt.state.value}: {_reply(attempt.reply)}\n")
     return int(Exit.OK)
 
@@ -227,7 +232,11 @@ def _change(what: Callable[[QueueStore, str], None], done: str) -> Callable[...,
 
 def flush(store: QueueStore, args: argparse.Namespace) -> int:
     count = store.flush(time.time())
-    sys.stdout.write(f"{count} entr{'y' if count == 1 else 'ies'} due now\n")
+    woken = getattr(store, "wake", lambda: False)()
+    sys.stdout.write(
+        f"{count} entr{'y' if count == 1 else 'ies'} due now"
+        f"{'; the daemon was woken' if woken else ''}\n"
+    )
     return int(Exit.OK)
 
 

@@ -281,10 +281,33 @@ async def run(reactor: IReactorTCP, request: Request, as_json: bool) -> Exit:
 
 def execute(args: argparse.Namespace) -> int:
     """``mxsend send``: build the request, then deliver it in the reactor, or queue it."""
+    if args.queue:
+        _queue_takes_no_delivery_options(args)
     request = build_request(args)
     if args.queue:
         return queue_request(request, args.queue_dir, as_json=args.json)
     return run_in_reactor(lambda reactor: run(reactor, request, args.json), verbose=args.verbose)
+
+
+#: Options that say how to deliver, with their defaults: the queue does not keep them, so
+#: ``send --queue`` refuses them rather than let a later run deliver otherwise (a --tls
+#: verify silently lost would be a downgrade).
+_DELIVERY_DEFAULTS: dict[str, object] = {
+    "smarthost": None, "tls": None, "cafile": None, "auth_user": None,
+    "auth_password_file": None, "allow_cleartext_auth": False, "no_chunking": False,
+    "timeout": [], "dns": None, "mx_port": 25, "helo": None,
+}  # fmt: skip
+
+
+def _queue_takes_no_delivery_options(args: argparse.Namespace) -> None:
+    given = [name for name, default in _DELIVERY_DEFAULTS.items() if getattr(args, name) != default]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise UserError(
+            Exit.USAGE,
+            f"--queue keeps the message, not how to deliver it: give {flags} to "
+            "`mxsend queue run` (or the daemon) instead",
+        )
 
 
 def open_queue(queue_dir: str | None) -> DiskStore:
@@ -307,6 +330,7 @@ def queue_request(request: Request, queue_dir: str | None, *, as_json: bool) -> 
         ids = enqueue(store, request.messages, uid=os.getuid())
     except QueueError as exc:
         raise UserError(Exit.TEMPFAIL, str(exc)) from None
+    store.wake()  # a daemon serving this queue delivers it now
     if as_json:
         json.dump({"queued": ids, "queue_dir": str(store.root)}, sys.stdout)
         sys.stdout.write("\n")

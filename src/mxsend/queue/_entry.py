@@ -59,6 +59,14 @@ __all__ = [
 ENTRY_FORMAT = 1
 #: Attempts kept per recipient for ``queue show``; older ones are dropped.
 MAX_HISTORY = 20
+#: How much of each reply an entry keeps.
+MAX_REPLY_LINES = 4
+MAX_REPLY_TEXT = 300
+
+
+def _bounded(reply: Reply) -> Reply:
+    lines = tuple(line[:MAX_REPLY_TEXT] for line in reply.lines[:MAX_REPLY_LINES])
+    return reply if lines == reply.lines else replace(reply, lines=lines)
 
 
 class EntryFormatError(MxsendError, ValueError):
@@ -103,7 +111,10 @@ class QueuedRecipient:
         return str(self.recipient.address)
 
     def after(self, attempt: Attempt, attempts: int, next_attempt: float) -> QueuedRecipient:
-        """This recipient once ``attempt`` (its ``attempts``-th) has been made."""
+        """This recipient once ``attempt`` (its ``attempts``-th) has been made. The reply is
+        kept to :data:`MAX_REPLY_LINES` lines of :data:`MAX_REPLY_TEXT` characters, so an
+        entry stays small whatever servers say."""
+        attempt = replace(attempt, reply=_bounded(attempt.reply))
         return replace(
             self,
             state=attempt.state,
@@ -238,6 +249,7 @@ def entry_to_json(entry: Entry) -> dict[str, Any]:
             "ret": mail.ret.value if mail.ret else None,
             "envid": mail.envid,
             "requiretls": mail.requiretls,
+            "require_dsn": mail.require_dsn,
         },
         "held": entry.held,
         "warned": entry.warned,
@@ -328,6 +340,7 @@ def entry_from_json(data: Any) -> Entry:
         ret=Ret(ret) if ret else None,
         envid=_optional_str(mail, "envid"),
         requiretls=bool(mail.get("requiretls", False)),
+        require_dsn=bool(mail.get("require_dsn", False)),
     )
     entry_id, sender = data.get("id"), data.get("sender", "")
     if not isinstance(entry_id, str) or not isinstance(sender, str):

@@ -88,6 +88,11 @@ class MemoryStore:
         else:
             kept.entry, kept.journal, kept.lease = entry, [], None
 
+    def abandon(self, claim: Claim) -> None:
+        kept = self._kept.get(claim.entry.id)
+        if kept is not None and kept.lease is not None and kept.lease[0] == claim.handle:
+            kept.lease = None
+
     def get(self, entry_id: str) -> Entry:
         kept = self._kept.get(entry_id)
         if kept is None:
@@ -139,6 +144,9 @@ class MemoryStore:
                 ),
             )
         return count
+
+    def clean(self, now: float) -> int:
+        return 0  # nothing is ever half-written here
 
     def stats(self) -> QueueStats:
         return QueueStats.of(self.entries())

@@ -27,10 +27,12 @@ instead of locks held by a process.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import secrets
+import signal
 import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -65,6 +67,8 @@ _OPEN = os.O_NOFOLLOW | os.O_CLOEXEC
 _CHUNK = 1 << 16
 # Files in tmp/ older than this were left by a process that died while writing them.
 _STALE = 3600.0
+# An entry with nothing left to try is never due; file times end somewhere (year 9999).
+_LAST_TIME = 253402300799.0
 
 
 class QueueError(MxsendError):
@@ -137,6 +141,10 @@ class QueueStore(Protocol):
         recipients are all decided is removed."""
         ...
 
+    def abandon(self, claim: Claim) -> None:
+        """Let go of ``claim`` without changing the entry (what was recorded stays)."""
+        ...
+
     def get(self, entry_id: str) -> Entry: ...
     def entries(self) -> Iterator[Entry]: ...
     def hold(self, entry_id: str) -> None: ...
@@ -144,6 +152,9 @@ class QueueStore(Protocol):
     def delete(self, entry_id: str) -> None: ...
     def flush(self, now: float) -> int: ...
     def stats(self) -> QueueStats: ...
+    def clean(self, now: float) -> int:
+        """Remove what writers that died left behind; the number of files."""
+        ...
 
 
 def default_queue_dir(environ: dict[str, str] | None = None) -> Path:
@@ -161,11 +172,12 @@ def new_entry(message: Message, *, now: float, uid: int | None = None) -> Entry:
     """A fresh entry for ``message``: every recipient pending, due now. Duplicate recipients
     are kept once."""
     envelope = message.envelope
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     recipients = []
     for recipient in envelope.recipients:
-        if str(recipient.address) not in seen:
-            seen.add(str(recipient.address))
+        key = (recipient.address.local_part, recipient.address.domain.lower())  # RFC 5321 2.4
+        if key not in seen:
+            seen.add(key)
             recipients.append(QueuedRecipient(recipient, next_attempt=now))
     sender = str(envelope.sender) if envelope.sender is not None else None
     return Entry(_new_id(now), sender, envelope.options, tuple(recipients), now, uid=uid)
@@ -188,18 +200,36 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_new(path: Path, chunks: Iterator[bytes] | Sequence[bytes], *, sync: bool) -> None:
-    """Create ``path`` (never an existing file or a symlink), 0600, with ``chunks``."""
+def _write_new(
+    path: Path,
+    chunks: Iterable[bytes],
+    *,
+    sync: bool,
+    due: float | None = None,
+) -> None:
+    """Create ``path`` (never an existing file or a symlink), 0600, with ``chunks``; its
+    modification time is ``due`` when given (set before the sync, so it is synced too)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN, 0o600)
     try:
         for chunk in chunks:
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_all(fd, chunk)
+        if due is not None:
+            due = min(due, _LAST_TIME)
+            os.utime(fd, (due, due))
         if sync:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _os_error(what: str, exc: OSError) -> QueueError:
+    return QueueError(f"{what}: {exc.strerror or exc}")
 
 
 def _dump(entry: Entry) -> bytes:
@@ -266,8 +296,7 @@ class DiskStore:
                 content = message.content
                 chunks = [content] if isinstance(content, bytes) else content.chunks(_CHUNK)
                 _write_new(body, chunks, sync=len(entries) == 1)
-                _write_new(state, [_dump(entry)], sync=len(entries) == 1)
-                os.utime(state, (entry.due, entry.due), follow_symlinks=False)
+                _write_new(state, [_dump(entry)], sync=len(entries) == 1, due=entry.due)
             if len(entries) > 1:
                 _sync_all(self._tmp, [p for b, s, _ in written for p in (b, s)])
             for body, _, entry in written:
@@ -283,15 +312,25 @@ class DiskStore:
         return [entry.id for _, _, entry in written]
 
     def _undo(self, written: list[tuple[Path, Path, Entry]]) -> None:
-        """Take back a failed enqueue: entries first, so no reader sees one without its body."""
-        for suffix_paths in (
-            [(s, self._path(e.id, ".json")) for _, s, e in written],
-            [(b, self._path(e.id, ".msg")) for b, _, e in written],
-        ):
-            for temporary, final in suffix_paths:
-                for path in (final, temporary):
+        """Take back a failed enqueue, entry file before message file, so no reader sees an
+        entry without its body. An entry already visible is taken back only under its lock:
+        one that a daemon is delivering already stays (it is as good as queued)."""
+        for body, state, entry in written:
+            for path in (state, body):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            lock = None
+            with contextlib.suppress(OSError):
+                lock = self._lock(entry.id)
+            if lock is None and self._path(entry.id, ".msg").exists():
+                continue
+            try:
+                for suffix in (".json", ".msg"):
                     with contextlib.suppress(OSError):
-                        path.unlink()
+                        self._path(entry.id, suffix).unlink()
+            finally:
+                if lock is not None:
+                    lock.close()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -299,8 +338,8 @@ class DiskStore:
         found: list[tuple[float, str]] = []
         with os.scandir(self._entries) as listing:
             for item in listing:
-                if not item.name.endswith(".json"):
-                    continue
+                if not item.name.endswith(".json") or not _valid_id(item.name[:-5]):
+                    continue  # a stray file is none of ours
                 try:
                     due = item.stat(follow_symlinks=False).st_mtime
                 except OSError:
@@ -325,9 +364,24 @@ class DiskStore:
                 journal = _read(self._path(entry_id, ".journal"))
             except FileNotFoundError:
                 return entry, path
-            lines = [json.loads(line) for line in journal.splitlines() if line.strip()]
-            return apply_journal(entry, lines), path
+            return self._replay(entry, journal), path
         raise NoSuchEntryError(f"no queue entry {entry_id}")
+
+    def _replay(self, entry: Entry, journal: bytes) -> Entry:
+        """``entry`` with each whole journal line applied. A last line without its line end
+        was torn by a crash and is left out; a line that cannot be used is logged and left
+        out (its recipient is then tried again: a possible duplicate, never a loss)."""
+        for raw in journal.split(b"\n")[:-1]:
+            if not raw.strip():
+                continue
+            try:
+                line = json.loads(raw)
+                if not isinstance(line, dict):
+                    raise EntryFormatError("a journal line must be an object")
+                entry = apply_journal(entry, [line])
+            except (ValueError, MxsendError) as exc:
+                self._log(f"{entry.id}: journal line left out ({exc})")
+        return entry
 
     def get(self, entry_id: str) -> Entry:
         try:
@@ -340,9 +394,11 @@ class DiskStore:
     def entries(self) -> Iterator[Entry]:
         """Every readable entry, held or not, in arrival order."""
         ids = sorted(
-            name.rsplit(".", 1)[0]
-            for name in os.listdir(self._entries)
-            if name.endswith((".json", ".held"))
+            {
+                name.rsplit(".", 1)[0]
+                for name in os.listdir(self._entries)
+                if name.endswith((".json", ".held")) and _valid_id(name.rsplit(".", 1)[0])
+            }
         )
         for entry_id in ids:
             try:
@@ -358,11 +414,9 @@ class DiskStore:
     # -- claims ----------------------------------------------------------------------------
 
     def _lock(self, entry_id: str) -> _Lock | None:
-        """The entry's lock, or None when another process holds it or the entry is gone."""
-        try:
-            fd = os.open(self._path(entry_id, ".msg"), os.O_RDONLY | _OPEN)
-        except FileNotFoundError:
-            return None
+        """The entry's lock, or None when another process holds it. Raises OSError when its
+        message file cannot be opened (FileNotFoundError once the entry is gone)."""
+        fd = os.open(self._path(entry_id, ".msg"), os.O_RDONLY | _OPEN)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -376,41 +430,88 @@ class DiskStore:
     def claim(self, ids: Sequence[str]) -> list[Claim]:
         claims = []
         for entry_id in ids:
-            lock = self._lock(entry_id)
-            if lock is None:
+            try:
+                claim = self._claim(entry_id)
+            except Exception as exc:  # one entry never stops the others
+                self._log(f"{entry_id}: not claimed ({exc})")
                 continue
+            if claim is not None:
+                claims.append(claim)
+        return claims
+
+    def _claim(self, entry_id: str) -> Claim | None:
+        if not _valid_id(entry_id):
+            return None
+        try:
+            lock = self._lock(entry_id)
+        except FileNotFoundError:
+            if any(self._path(entry_id, s).exists() for s in (".json", ".held")):
+                self._move_aside(entry_id, "its message file is missing")
+            return None  # else: delivered and removed meanwhile
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            self._move_aside(entry_id, "its message file is a symbolic link")
+            return None
+        if lock is None:
+            return None  # another process has it
+        try:
             try:
                 entry, path = self._load(entry_id)
             except NoSuchEntryError:
                 lock.close()  # delivered and removed by the previous holder
-                continue
-            except (OSError, ValueError, MxsendError) as exc:
+                return None
+            except (ValueError, MxsendError) as exc:
                 self._move_aside(entry_id, str(exc))
                 lock.close()
-                continue
+                return None
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise  # EMFILE, EIO...: the entry may be fine; try it next time
+                self._move_aside(entry_id, "a file of it is a symbolic link")
+                lock.close()
+                return None
             if path.suffix == ".held":
                 lock.close()
-                continue
-            body = self._path(entry_id, ".msg")
-            claims.append(Claim(entry, Content.from_path(body), lock, str(body)))
-        return claims
+                return None
+            if entry.done:
+                # Every recipient was journaled before a crash kept the holder from
+                # releasing it: finish that release now.
+                self._remove(entry_id)
+                lock.close()
+                return None
+        except BaseException:
+            lock.close()
+            raise
+        body = self._path(entry_id, ".msg")
+        return Claim(entry, Content.from_path(body), lock, str(body))
 
     def record(self, claim: Claim, decided: Sequence[QueuedRecipient]) -> None:
         if not decided:
             return
         path = self._path(claim.entry.id, ".journal")
-        new = not path.exists()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _OPEN, 0o600)
+        data = b"".join(
+            json.dumps(journal_line(r), separators=(",", ":")).encode() + b"\n" for r in decided
+        )
         try:
-            data = b"".join(
-                json.dumps(journal_line(r), separators=(",", ":")).encode() + b"\n" for r in decided
-            )
-            os.write(fd, data)
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
-        if new:
-            _fsync_dir(self._entries)
+            new = not path.exists()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _OPEN, 0o600)
+            try:
+                start = os.lseek(fd, 0, os.SEEK_END)
+                try:
+                    _write_all(fd, data)
+                    os.fdatasync(fd)
+                except OSError:
+                    # Never leave half a line for the next append to be glued to.
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, start)
+                    raise
+            finally:
+                os.close(fd)
+            if new:
+                _fsync_dir(self._entries)
+        except OSError as exc:
+            raise _os_error(f"queue entry {claim.entry.id}: cannot record", exc) from None
 
     def release(self, claim: Claim, entry: Entry) -> None:
         try:
@@ -419,15 +520,25 @@ class DiskStore:
             else:
                 self._rewrite(entry, ".json")
                 self._unlink(entry.id, ".journal")
+        except OSError as exc:
+            raise _os_error(f"queue entry {entry.id}: cannot save its state", exc) from None
         finally:
             claim.handle.close()
 
+    def abandon(self, claim: Claim) -> None:
+        """Let go of ``claim`` leaving the entry as it is on disk, journal included (after an
+        error in the middle of a delivery: what was recorded stays recorded)."""
+        claim.handle.close()
+
     def _rewrite(self, entry: Entry, suffix: str) -> None:
         temporary = self._tmp / f"{entry.id}.{secrets.token_hex(4)}{suffix}"
-        _write_new(temporary, [_dump(entry)], sync=True)
-        due = min(entry.due, 253402300799.0)  # the file system's times end somewhere
-        os.utime(temporary, (due, due), follow_symlinks=False)
-        os.rename(temporary, self._path(entry.id, suffix))
+        try:
+            _write_new(temporary, [_dump(entry)], sync=True, due=entry.due)
+            os.rename(temporary, self._path(entry.id, suffix))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise
         _fsync_dir(self._entries)
 
     def _unlink(self, entry_id: str, suffix: str) -> None:
@@ -457,10 +568,14 @@ class DiskStore:
     # -- commands --------------------------------------------------------------------------
 
     def _locked(self, entry_id: str) -> _Lock:
-        lock = self._lock(entry_id)
+        exists = any(self._path(entry_id, s).exists() for s in (".json", ".held"))
+        try:
+            lock = self._lock(entry_id)
+        except OSError as exc:
+            if not exists:
+                raise NoSuchEntryError(f"no queue entry {entry_id}") from None
+            raise _os_error(f"queue entry {entry_id} cannot be locked", exc) from None
         if lock is None:
-            if not any(self._path(entry_id, s).exists() for s in (".json", ".held")):
-                raise NoSuchEntryError(f"no queue entry {entry_id}")
             raise BusyError(f"queue entry {entry_id} is being delivered now; try again")
         return lock
 
@@ -504,6 +619,54 @@ class DiskStore:
             except FileNotFoundError:
                 continue
         return count
+
+    # -- the daemon that serves this queue ----------------------------------------------------
+
+    def serve(self) -> _Lock:
+        """Become the queue's daemon: an exclusive lock on ``daemon.pid``, which holds this
+        process's id for :meth:`wake`. Raises BusyError when a daemon already serves it."""
+        path = self.root / "daemon.pid"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | _OPEN, 0o600)
+        except OSError as exc:
+            raise _os_error(f"cannot open {path}", exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BusyError(f"a daemon already serves {self.root}") from None
+        os.ftruncate(fd, 0)
+        _write_all(fd, f"{os.getpid()}\n".encode())
+        return _Lock(fd)
+
+    def daemon_pid(self) -> int | None:
+        """The id of the process serving this queue, or None when no daemon does."""
+        path = self.root / "daemon.pid"
+        try:
+            fd = os.open(path, os.O_RDONLY | _OPEN)
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                return int(text) if text.isdigit() else None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None  # nobody holds it: a daemon that has gone
+        finally:
+            os.close(fd)
+
+    def wake(self) -> bool:
+        """Ask the daemon serving this queue to look for due work now (SIGUSR1)."""
+        pid = self.daemon_pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, signal.SIGUSR1)
+        except OSError:
+            return False
+        return True
 
     def clean(self, now: float) -> int:
         """Remove what dead writers left: stale files in tmp/ and messages without an entry."""

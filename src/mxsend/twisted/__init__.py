@@ -6,6 +6,7 @@ report and option types are re-exported here for the callers that found them her
 
 from mxsend.model import MessageReport, RecipientReport, TLSInfo
 from mxsend.options import STAGES, DeliveryOptions, Limits, Smarthost, Timeouts, TLSOptions
+from mxsend.twisted._daemon import QueueDaemon
 from mxsend.twisted._deliver import Deliverer, deliver
 from mxsend.twisted._dns import MAX_CNAME_CHAIN, DNSRouter, make_resolver
 from mxsend.twisted._protocol import SessionOutcome, SMTPClientProtocol
@@ -22,6 +23,7 @@ __all__ = [
     "Limits",
     "MessageReport",
     "PassCounts",
+    "QueueDaemon",
     "QueueRunner",
     "RecipientReport",
     "SMTPClientProtocol",

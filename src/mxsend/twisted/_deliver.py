@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IReactorTCP, IReactorTime, IStreamClient
 from mxsend.model import FailureKind, MessageReport, RecipientReport
 from mxsend.options import DeliveryOptions
 from mxsend.protocol import (
+    Address,
     ClientConfig,
     ClientConnection,
     Message,
@@ -97,8 +98,7 @@ class Deliverer:
         for index, message in enumerate(messages):
             by_domain: dict[str, list[Recipient]] = {}
             for recipient in message.envelope.recipients:
-                key = "" if self._options.smarthost else recipient.address.domain.lower()
-                by_domain.setdefault(key, []).append(recipient)
+                by_domain.setdefault(self.destination(recipient.address), []).append(recipient)
             for domain, recipients in by_domain.items():
                 part = message
                 if len(by_domain) > 1:
@@ -122,6 +122,11 @@ class Deliverer:
             )
             for i, message in enumerate(messages)
         ]
+
+    def destination(self, address: Address) -> str:
+        """Which destination ``address`` is delivered through: its domain, or ``""`` for
+        everything when a smarthost relays it all. Messages are grouped by it."""
+        return "" if self._options.smarthost else address.domain.lower()
 
     async def route(self, domain: str) -> Route:
         """The route for ``domain`` (any domain with a smarthost): its hosts from DNS, its

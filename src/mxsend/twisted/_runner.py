@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from mxsend.model import MessageReport, RecipientReport
+from mxsend.model import FailureKind, MessageReport, RecipientReport, printable
 from mxsend.protocol import (
+    AddressError,
     Body,
     Content,
     Envelope,
@@ -28,16 +29,28 @@ from mxsend.protocol import (
     Reply,
     Ret,
     Status,
+    validate_domain,
 )
 from mxsend.queue._bounce import Action, DSNRecipient, DSNRequest, build_dsn
 from mxsend.queue._entry import Attempt, Entry, QueuedRecipient, RecipientState
-from mxsend.queue._schedule import RetryPolicy
-from mxsend.queue._store import Claim, QueueError, QueueStore, new_entry
+from mxsend.queue._schedule import DestinationBackoff, RetryPolicy
+from mxsend.queue._store import Claim, QueueStore, new_entry
 from mxsend.twisted._deliver import Deliverer
 
 __all__ = ["PassCounts", "QueueRunner"]
 
 _MAX_HEADERS = 1 << 20
+# Failures that say nothing about a recipient, only that its destination could not be had.
+_WHOLE_DESTINATION = frozenset(
+    {FailureKind.CONNECT, FailureKind.DNS, FailureKind.REFUSED, FailureKind.TIMEOUT,
+     FailureKind.LOST, FailureKind.CLOSING}
+)  # fmt: skip
+
+
+def _undecided(claim: Claim) -> int:
+    return sum(not r.state.decided for r in claim.entry.recipients)
+
+
 DELIVERY_LOG = Logger(namespace="mxsend.delivery")
 
 
@@ -66,6 +79,7 @@ class QueueRunner:
         reporting_mta: str,
         rng: random.Random | None = None,
         batch: int = 200,
+        backoff: DestinationBackoff | None = None,
     ) -> None:
         self._store = store
         self._deliverer = deliverer
@@ -74,6 +88,8 @@ class QueueRunner:
         self._reporting_mta = reporting_mta
         self._rng = rng or random.Random()
         self._batch = batch
+        #: Dead-destination memory; None: every destination is tried every time.
+        self._backoff = backoff
 
     async def run_pass(
         self, *, due_only: bool = True, progress: Callable[[PassCounts], None] | None = None
@@ -92,36 +108,131 @@ class QueueRunner:
 
     async def deliver_claims(self, claims: Sequence[Claim], counts: PassCounts) -> None:
         """Deliver the claimed entries' undecided recipients and release every claim."""
-        messages = [Message(c.entry.envelope(), c.content) for c in claims]
         started = self._clock.seconds()
 
         def on_decided(index: int, report: RecipientReport) -> None:
+            # Only deliveries are made durable at once: they are what a crash must not
+            # repeat. A refusal is kept at release; after a crash it is asked again (and
+            # refused again), so its bounce is never lost.
+            if report.status is not Status.DELIVERED:
+                return
             claim = claims[index]
             current = claim.entry.recipient(report.recipient)
-            if current is not None:
-                after = self._after(current, report, started, claim.entry.arrival)
+            if current is None:
+                return
+            after = self._after(current, report, started, claim.entry)
+            try:
                 self._store.record(claim, [after])
+            except Exception as exc:  # the session goes on; release keeps it, or it is resent
+                DELIVERY_LOG.error("{id}: {error}", id=claim.entry.id, error=exc)
 
         try:
-            reports = await self._deliverer.deliver(messages, on_decided=on_decided)
+            # Recipients of a destination that failed as a whole wait for it, untried.
+            held_back = [self._held_back(c.entry, started) for c in claims]
+            sending = [i for i, c in enumerate(claims) if len(held_back[i]) < _undecided(c)]
+            messages = [
+                Message(claims[i].entry.envelope(only=self._to_send(claims[i], held_back[i])),
+                        claims[i].content)
+                for i in sending
+            ]  # fmt: skip
+            reports = await self._deliverer.deliver(
+                messages, on_decided=lambda i, report: on_decided(sending[i], report)
+            )
         except BaseException:
             for claim in claims:
-                self._release(claim, claim.entry)  # nothing decided beyond the journal
+                self._abandon(claim)  # what was recorded stays recorded
             raise
-        for claim, report in zip(claims, reports, strict=True):
+        by_claim = dict(zip(sending, reports, strict=True))
+        self._learn(claims, by_claim, started)
+        for index, claim in enumerate(claims):
             counts.entries += 1
-            self._release(claim, self._settle(claim, report, counts))
+            try:
+                settled = self._wait(claim.entry, held_back[index])
+                report = by_claim.get(index)
+                if report is not None:
+                    settled = self._settle(claim, settled, report, counts)
+            except Exception as exc:  # one entry never keeps the others claimed
+                DELIVERY_LOG.error("{id}: cannot settle: {error}", id=claim.entry.id, error=exc)
+                self._abandon(claim)
+                continue
+            self._release(claim, settled)
+
+    def _held_back(self, entry: Entry, now: float) -> dict[str, float]:
+        """The undecided recipients whose destination is left alone, and until when."""
+        if self._backoff is None:
+            return {}
+        out = {}
+        for r in entry.recipients:
+            if not r.state.decided:
+                until = self._backoff.blocked_until(
+                    self._deliverer.destination(r.recipient.address), now
+                )
+                if until is not None:
+                    out[r.address] = until
+        return out
+
+    @staticmethod
+    def _to_send(claim: Claim, held_back: dict[str, float]) -> list[str]:
+        return [
+            r.address
+            for r in claim.entry.recipients
+            if not r.state.decided and r.address not in held_back
+        ]
+
+    @staticmethod
+    def _wait(entry: Entry, held_back: dict[str, float]) -> Entry:
+        for address, until in held_back.items():
+            current = entry.recipient(address)
+            if current is not None:
+                entry = entry.with_recipient(replace(current, next_attempt=until))
+        return entry
+
+    def _learn(
+        self, claims: Sequence[Claim], reports: dict[int, MessageReport], now: float
+    ) -> None:
+        """Remember the destinations that failed as a whole in this batch (every recipient
+        deferred without a server's verdict: no host reachable, refused, timed out), and
+        forget those that answered (RFC 1123 5.3.1.1)."""
+        if self._backoff is None:
+            return
+        dead: dict[str, bool] = {}
+        for index, report in reports.items():
+            entry = claims[index].entry
+            for rr in report.recipients:
+                current = entry.recipient(rr.recipient)
+                if current is None:
+                    continue
+                destination = self._deliverer.destination(current.recipient.address)
+                whole = rr.status is Status.DEFERRED and rr.failure in _WHOLE_DESTINATION
+                dead[destination] = dead.get(destination, True) and whole
+        for destination, failed in dead.items():
+            if failed:
+                until = self._backoff.fail(destination, now)
+                DELIVERY_LOG.info(
+                    "destination {destination} failed as a whole; left alone for {wait:.0f}s",
+                    destination=destination or "smarthost",
+                    wait=until - now,
+                )
+            else:
+                self._backoff.succeed(destination)
+
+    def _abandon(self, claim: Claim) -> None:
+        try:
+            self._store.abandon(claim)
+        except Exception as exc:
+            DELIVERY_LOG.error("{id}: {error}", id=claim.entry.id, error=exc)
 
     def _release(self, claim: Claim, entry: Entry) -> None:
         try:
             self._store.release(claim, entry)
-        except QueueError as exc:
+        except Exception as exc:
             DELIVERY_LOG.error(
                 "{id}: could not save its state: {error}", id=claim.entry.id, error=exc
             )
+            self._abandon(claim)
 
     def _after(
-        self, current: QueuedRecipient, report: RecipientReport, now: float, arrival: float
+        self, current: QueuedRecipient, report: RecipientReport, now: float, entry: Entry
     ) -> QueuedRecipient:
         state = {
             Status.DELIVERED: RecipientState.DELIVERED,
@@ -132,14 +243,19 @@ class QueueRunner:
         next_attempt = 0.0
         if state is RecipientState.DEFERRED:
             next_attempt = self._policy.next_attempt(
-                arrival=arrival, attempts=attempts, now=now, rng=self._rng
+                arrival=entry.arrival,
+                attempts=attempts,
+                now=now,
+                rng=self._rng,
+                bounce=entry.is_bounce,
             )
         return current.after(attempt, attempts, next_attempt)
 
-    def _settle(self, claim: Claim, report: MessageReport, counts: PassCounts) -> Entry:
-        """The entry after this attempt: outcomes recorded, the expired given up on, and
-        bounces and warnings queued."""
-        entry = claim.entry
+    def _settle(
+        self, claim: Claim, entry: Entry, report: MessageReport, counts: PassCounts
+    ) -> Entry:
+        """``entry`` (the claimed one) after this attempt: outcomes recorded, the expired
+        given up on, and bounces and warnings queued."""
         now = self._clock.seconds()
         newly_failed: list[tuple[QueuedRecipient, bool]] = []  # (recipient, expired)
         expired = self._policy.expired(arrival=entry.arrival, now=now, bounce=entry.is_bounce)
@@ -147,7 +263,7 @@ class QueueRunner:
             current = entry.recipient(rr.recipient)
             if current is None or current.state.decided:
                 continue  # decided earlier (and journaled) or not ours
-            updated = self._after(current, rr, now, entry.arrival)
+            updated = self._after(current, rr, now, entry)
             gave_up = updated.state is RecipientState.DEFERRED and expired
             if gave_up:
                 updated = replace(updated, state=RecipientState.FAILED, next_attempt=0.0)
@@ -177,13 +293,13 @@ class QueueRunner:
 
     def _log(self, entry: Entry, r: QueuedRecipient, rr: RecipientReport, expired: bool) -> None:
         status = {"delivered": "sent", "deferred": "deferred", "failed": "bounced"}[r.state.value]
-        reply = " ".join(line for line in rr.reply.lines if line)
+        reply = printable(" ".join(line for line in rr.reply.lines if line))
         DELIVERY_LOG.info(
             "{id}: to=<{recipient}>, relay={relay}, delay={delay:.1f}, attempts={attempts}, "
             "dsn={dsn}, status={status} ({code} {reply}){expired}",
             id=entry.id,
             recipient=r.address,
-            relay=f"{rr.mx}[{rr.address}]" if rr.mx else "none",
+            relay=printable(f"{rr.mx}[{rr.address}]") if rr.mx else "none",
             delay=self._clock.seconds() - entry.arrival,
             attempts=r.attempts,
             dsn=str(rr.reply.enhanced) if rr.reply.enhanced else f"{rr.reply.code // 100}.0.0",
@@ -217,24 +333,24 @@ class QueueRunner:
         ]
         if not chosen:
             return 0
-        now = datetime.fromtimestamp(self._clock.seconds(), UTC)
-        until = datetime.fromtimestamp(self._policy.expires_at(entry.arrival), UTC)
-        blocks = tuple(
-            DSNRecipient(
-                r.address,
-                action,
-                _status(r.reply, expired, action),
-                original_recipient=r.recipient.options.orcpt,
-                remote_mta=r.remote,
-                diagnostic=None if r.reply is None or r.reply.local else _text(r.reply),
-                last_attempt=None
-                if r.last_attempt is None
-                else datetime.fromtimestamp(r.last_attempt, UTC),
-                will_retry_until=until if action is Action.DELAYED else None,
-            )
-            for r, expired in chosen
-        )
         try:
+            now = datetime.fromtimestamp(self._clock.seconds(), UTC)
+            until = datetime.fromtimestamp(self._policy.expires_at(entry.arrival), UTC)
+            blocks = tuple(
+                DSNRecipient(
+                    r.address,
+                    action,
+                    _status(r.reply, expired, action),
+                    original_recipient=r.recipient.options.orcpt,
+                    remote_mta=_host_name(r.remote),
+                    diagnostic=None if r.reply is None or r.reply.local else _text(r.reply),
+                    last_attempt=None
+                    if r.last_attempt is None
+                    else datetime.fromtimestamp(r.last_attempt, UTC),
+                    will_retry_until=until if action is Action.DELAYED else None,
+                )
+                for r, expired in chosen
+            )
             dsn = build_dsn(
                 DSNRequest(
                     self._reporting_mta,
@@ -273,6 +389,17 @@ def _status(reply: Reply | None, expired: bool, action: Action) -> str:
     if code is not None and (code[0] == "5" or (expired and code[0] == "4")):
         return code
     return "4.4.7" if expired else "5.0.0"
+
+
+def _host_name(name: str | None) -> str | None:
+    """``name`` when it is a host name a DSN can carry (DNS can name anything)."""
+    if name is None:
+        return None
+    try:
+        validate_domain(name.rstrip("."))
+    except AddressError:
+        return None
+    return name.rstrip(".")
 
 
 def _text(reply: Reply) -> str:
