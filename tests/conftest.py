@@ -129,10 +129,10 @@ SMTP_SINK = "/usr/sbin/smtp-sink"
 
 
 @contextlib.contextmanager
-def smtp_sink(*flags: str, dump: Path | None = None) -> Iterator[int]:
+def smtp_sink(*flags: str, dump: Path | None = None, port: int | None = None) -> Iterator[int]:
     """Postfix's smtp-sink on 127.0.0.1 with fault flags; yields its port. Fails if absent."""
     assert os.path.exists(SMTP_SINK), "smtp-sink missing: ./dev test installs postfix"
-    port = free_port()
+    port = port or free_port()
     extra = []
     if dump is not None:
         dump.chmod(0o777)  # smtp-sink writes as nobody
