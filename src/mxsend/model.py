@@ -80,6 +80,9 @@ class RecipientReport:
     attempts: int = 0
     seconds: float = 0.0
     failure: FailureKind | None = None  #: None when delivered
+    #: Delivered to a server without DSN: NOTIFY and ORCPT went no further, so any
+    #: success notice is ours to send ("relayed", RFC 3461 6.2.2.1).
+    dsn_relayed: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return report_to_json(self)
@@ -109,6 +112,7 @@ def report_to_json(report: RecipientReport) -> dict[str, Any]:
         "outcome_unknown": report.outcome_unknown,
         "attempts": report.attempts,
         "seconds": round(report.seconds, 3),
+        "dsn_relayed": report.dsn_relayed,
     }
 
 
@@ -139,6 +143,7 @@ def report_from_json(data: Mapping[str, Any]) -> RecipientReport:
         int(data.get("attempts", 0)),
         float(data.get("seconds", 0.0)),
         FailureKind(failure) if failure else None,
+        bool(data.get("dsn_relayed", False)),
     )
 
 

@@ -41,8 +41,10 @@ def reply(code: int, text: str) -> Reply:
 class ScriptedDeliverer:
     """Answers each recipient as ``script`` says, calling on_decided as the real one does."""
 
-    def __init__(self, script: Script, mx: str = "mx.example.net", fail: bool = False) -> None:
-        self.script, self.mx, self.fail = script, mx, fail
+    def __init__(
+        self, script: Script, mx: str = "mx.example.net", fail: bool = False, dsn: bool = True
+    ) -> None:
+        self.script, self.mx, self.fail, self.dsn = script, mx, fail, dsn
         self.sent: list[list[str]] = []
 
     @staticmethod
@@ -62,8 +64,9 @@ class ScriptedDeliverer:
                 if status is not Status.DELIVERED:
                     failure = FailureKind.CONNECT if answer.local else FailureKind.REPLY
                 report = RecipientReport(
-                    str(r.address), status, answer, self.mx, "192.0.2.1", failure=failure
-                )
+                    str(r.address), status, answer, self.mx, "192.0.2.1", failure=failure,
+                    dsn_relayed=status is Status.DELIVERED and not self.dsn,
+                )  # fmt: skip
                 if on_decided is not None and status is not Status.DEFERRED:
                     on_decided(index, report)
                 reports.append(report)
@@ -252,3 +255,42 @@ def test_a_destination_that_fails_as_a_whole_is_left_alone() -> None:
     c.advance(400)  # the block is over: both are tried again, in one batch
     run(runner(store, deliverer, c, backoff))
     assert sorted(deliverer.sent[2:]) == [["a@down.test"], ["b@down.test"]]
+
+
+def test_notify_success_gets_a_relayed_dsn_only_from_a_server_without_dsn() -> None:
+    # RFC 3461 6.2.2.1: a server with DSN takes the duty over; one without it leaves it here.
+    store, c = MemoryStore(clock=lambda: 0.0), clock()
+    success = RcptOptions(frozenset({Notify.SUCCESS, Notify.FAILURE}))
+    ok = always(Status.DELIVERED, reply(250, "2.0.0 ok"))
+    queue_one(store, ["b@example.net"], rcpt=success)
+    assert run(runner(store, ScriptedDeliverer(ok, dsn=True), c)).bounces == 0
+    assert list(store.entries()) == []
+    queue_one(store, ["b@example.net"], rcpt=success)
+    assert run(runner(store, ScriptedDeliverer(ok, dsn=False), c)).bounces == 1
+    [dsn] = list(store.entries())
+    report = email.message_from_bytes(store.body(dsn.id), policy=email.policy.default)
+    assert "Successful" in str(report["Subject"])
+    status = next(p for p in report.walk() if p.get_content_type() == "message/delivery-status")
+    _, block = status.get_payload()
+    assert block["Action"] == "relayed" and block["Status"] == "2.0.0"
+    queue_one(store, ["c@example.net"])  # no NOTIFY: no success notice
+    assert run(runner(store, ScriptedDeliverer(ok, dsn=False), c)).bounces == 0
+
+
+def test_return_to_sender_fails_what_is_left_and_tells_the_sender() -> None:
+    store, c = MemoryStore(clock=lambda: 0.0), clock()
+    entry_id = queue_one(store, ["b@example.net", "c@example.net"])
+    [claim] = store.claim([entry_id])
+    queued = QueueRunner(store, None, clock=c, reporting_mta="mx.local.test").return_to_sender(
+        claim, "returned by the postmaster"
+    )
+    assert queued == 1
+    [dsn] = list(store.entries())
+    assert dsn.sender is None and dsn.recipients[0].address == "a@example.com"
+    report = email.message_from_bytes(store.body(dsn.id), policy=email.policy.default)
+    status = next(p for p in report.walk() if p.get_content_type() == "message/delivery-status")
+    blocks = status.get_payload()[1:]
+    assert [b["Final-Recipient"] for b in blocks] == [
+        "rfc822; b@example.net",
+        "rfc822; c@example.net",
+    ]

@@ -158,3 +158,16 @@ def test_queue_refuses_delivery_options_it_would_not_keep(tmp_path: Path) -> Non
     assert done.returncode == 64, done.stderr
     assert b"--tls" in done.stderr and done.stderr.count(b"\n") == 1
     assert not (spool / "entries").exists() or not list((spool / "entries").iterdir())
+
+
+def test_queue_bounce_returns_an_entry_to_its_sender(tmp_path: Path) -> None:
+    message = tmp_path / "m.eml"
+    message.write_bytes(MESSAGE)
+    spool = tmp_path / "q"
+    entry_id = submit(spool, message, "ann@alpha.test")
+    done = queue(None, spool, "bounce", entry_id)
+    assert done.returncode == 0, done.stderr
+    assert b"DSN queued" in done.stdout
+    [dsn] = listed(spool)
+    assert dsn["sender"] == "" and dsn["recipients"][0]["address"] == "sender@beta.test"
+    assert queue(None, spool, "bounce", entry_id).returncode == 66

@@ -52,6 +52,7 @@ def setup(commands: Subcommands) -> argparse.ArgumentParser:
         ("hold", "keep an entry from being delivered"),
         ("release", "let a held entry be delivered again"),
         ("delete", "remove an entry without a bounce"),
+        ("bounce", "give up on an entry now and tell its sender (a DSN)"),
     ):
         actions.add_parser(name, help=what).add_argument("id")
     actions.add_parser("flush", help="make every entry due now")
@@ -230,6 +231,44 @@ def _change(what: Callable[[QueueStore, str], None], done: str) -> Callable[...,
     return command
 
 
+def bounce(store: QueueStore, args: argparse.Namespace) -> int:
+    """Return an entry to its sender now: its undecided recipients fail, the sender gets a
+    DSN (none for a bounce), the entry goes."""
+    from twisted.internet import reactor
+    from twisted.internet.interfaces import IReactorTime
+    from twisted.logger import globalLogPublisher
+
+    from mxsend.twisted import QueueRunner
+
+    entry = _get(store, args.id)
+    claims = store.claim([entry.id])
+    if not claims:
+        raise UserError(Exit.TEMPFAIL, f"queue entry {entry.id} is being delivered now; try again")
+    observer = delivery_log("text")
+    globalLogPublisher.addObserver(observer)
+    try:
+        clock = IReactorTime(reactor)
+        runner = QueueRunner(store, None, clock=clock, reporting_mta=_reporting_name())
+        queued = runner.return_to_sender(claims[0], "returned to the sender by the postmaster")
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    sys.stdout.write(f"{entry.id}: bounced{'; DSN queued' if queued else ''}\n")
+    return int(Exit.OK)
+
+
+def _reporting_name() -> str:
+    import socket
+
+    from mxsend.protocol import AddressError, validate_domain
+
+    name = socket.getfqdn()
+    try:
+        validate_domain(name)
+    except AddressError:
+        return "localhost"
+    return name
+
+
 def flush(store: QueueStore, args: argparse.Namespace) -> int:
     count = store.flush(time.time())
     woken = getattr(store, "wake", lambda: False)()
@@ -248,6 +287,7 @@ _COMMANDS: dict[str, Callable[[QueueStore, argparse.Namespace], int]] = {
     "release": _change(lambda s, i: s.unhold(i), "released"),
     "delete": _change(lambda s, i: s.delete(i), "deleted"),
     "flush": flush,
+    "bounce": bounce,
 }
 
 

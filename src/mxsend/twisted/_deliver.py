@@ -263,17 +263,22 @@ class Deliverer:
             unknown: bool,
             *,
             failure: FailureKind,
+            relayed: bool = False,
         ) -> None:
             pending[index].reports[recipient] = RecipientReport(
                 recipient, status, reply, host.name, address, tls, unknown, tried, elapsed,
                 None if status is Status.DELIVERED else failure,
+                relayed and status is Status.DELIVERED,
             )  # fmt: skip
 
         for position, result in zip(driver.positions, driver.results, strict=True):
             index = indices[position]
+            # The server lacked DSN, so NOTIFY went no further (RFC 3461 4.1, 6.2.2.1).
+            relayed = any(d.startswith("DSN parameters") for d in result.dropped)
             for r in result.recipients:
                 failure = _failure_of(r.reply, position, driver, outcome)
-                keep(index, str(r.recipient), r.status, r.reply, r.outcome_unknown, failure=failure)
+                keep(index, str(r.recipient), r.status, r.reply, r.outcome_unknown,
+                     failure=failure, relayed=relayed)  # fmt: skip
         refusal = driver.tls_failed or driver.auth_failed
         if refusal is not None:
             kind = FailureKind.TLS_REQUIRED if driver.tls_failed else FailureKind.AUTH

@@ -72,7 +72,7 @@ class QueueRunner:
     def __init__(
         self,
         store: QueueStore,
-        deliverer: Deliverer,
+        deliverer: Deliverer | None,
         *,
         clock: IReactorTime,
         policy: RetryPolicy | None = None,
@@ -82,7 +82,7 @@ class QueueRunner:
         backoff: DestinationBackoff | None = None,
     ) -> None:
         self._store = store
-        self._deliverer = deliverer
+        self._deliverer = deliverer  #: None: this runner only returns mail to senders
         self._clock = clock
         self._policy = policy or RetryPolicy()
         self._reporting_mta = reporting_mta
@@ -135,7 +135,7 @@ class QueueRunner:
                         claims[i].content)
                 for i in sending
             ]  # fmt: skip
-            reports = await self._deliverer.deliver(
+            reports = await self._delivering().deliver(
                 messages, on_decided=lambda i, report: on_decided(sending[i], report)
             )
         except BaseException:
@@ -165,7 +165,7 @@ class QueueRunner:
         for r in entry.recipients:
             if not r.state.decided:
                 until = self._backoff.blocked_until(
-                    self._deliverer.destination(r.recipient.address), now
+                    self._delivering().destination(r.recipient.address), now
                 )
                 if until is not None:
                     out[r.address] = until
@@ -202,7 +202,7 @@ class QueueRunner:
                 current = entry.recipient(rr.recipient)
                 if current is None:
                     continue
-                destination = self._deliverer.destination(current.recipient.address)
+                destination = self._delivering().destination(current.recipient.address)
                 whole = rr.status is Status.DEFERRED and rr.failure in _WHOLE_DESTINATION
                 dead[destination] = dead.get(destination, True) and whole
         for destination, failed in dead.items():
@@ -215,6 +215,11 @@ class QueueRunner:
                 )
             else:
                 self._backoff.succeed(destination)
+
+    def _delivering(self) -> Deliverer:
+        if self._deliverer is None:
+            raise RuntimeError("this QueueRunner was made without a Deliverer")
+        return self._deliverer
 
     def _abandon(self, claim: Claim) -> None:
         try:
@@ -258,6 +263,7 @@ class QueueRunner:
         given up on, and bounces and warnings queued."""
         now = self._clock.seconds()
         newly_failed: list[tuple[QueuedRecipient, bool]] = []  # (recipient, expired)
+        relayed: list[tuple[QueuedRecipient, bool]] = []
         expired = self._policy.expired(arrival=entry.arrival, now=now, bounce=entry.is_bounce)
         for rr in report.recipients:
             current = entry.recipient(rr.recipient)
@@ -269,6 +275,8 @@ class QueueRunner:
                 updated = replace(updated, state=RecipientState.FAILED, next_attempt=0.0)
             if updated.state is RecipientState.FAILED:
                 newly_failed.append((updated, gave_up))
+            elif updated.state is RecipientState.DELIVERED and rr.dsn_relayed:
+                relayed.append((updated, False))
             entry = entry.with_recipient(updated)
             self._log(entry, updated, rr, gave_up)
             if updated.state is RecipientState.DELIVERED:
@@ -277,6 +285,8 @@ class QueueRunner:
                 counts.failed += 1
             else:
                 counts.deferred += 1
+        if relayed:
+            counts.bounces += self._bounce(claim, entry, relayed, Action.RELAYED)
         if newly_failed:
             counts.bounces += self._bounce(claim, entry, newly_failed, Action.FAILED)
         elif self._warn(entry, now):
@@ -285,6 +295,23 @@ class QueueRunner:
                 counts.bounces += 1
             entry = replace(entry, warned=True)
         return entry
+
+    def return_to_sender(self, claim: Claim, why: str) -> int:
+        """Give up on the claimed entry's undecided recipients now (``queue bounce``): each
+        fails with a 550 5.0.0 saying ``why``, the sender gets a DSN, the entry goes. The
+        number of DSNs queued."""
+        now = self._clock.seconds()
+        reply = Reply.synthesized(550, "5.0.0", why)
+        entry = claim.entry
+        failed = []
+        for r in entry.recipients:
+            if not r.state.decided:
+                updated = r.after(Attempt(now, RecipientState.FAILED, reply), r.attempts, 0.0)
+                entry = entry.with_recipient(updated)
+                failed.append((updated, False))
+        queued = self._bounce(claim, entry, failed, Action.FAILED) if failed else 0
+        self._store.release(claim, entry)
+        return queued
 
     def _warn(self, entry: Entry, now: float) -> bool:
         if entry.is_bounce or entry.done:
@@ -324,7 +351,9 @@ class QueueRunner:
                     "{id}: bounce to <{to}> failed; dropped", id=entry.id, to=r.address
                 )
             return 0
-        wanted = Notify.DELAY if action is Action.DELAYED else Notify.FAILURE
+        wanted = {Action.DELAYED: Notify.DELAY, Action.RELAYED: Notify.SUCCESS}.get(
+            action, Notify.FAILURE
+        )
         chosen = [
             (r, expired)
             for r, expired in recipients
@@ -384,6 +413,8 @@ def _status(reply: Reply | None, expired: bool, action: Action) -> str:
     """The DSN Status (RFC 3463): the last reply's own code when it fits, else 4.4.7
     (delivery time expired) for the delayed and the expired, 5.0.0 for other failures."""
     code = str(reply.enhanced) if reply is not None and reply.enhanced is not None else None
+    if action is Action.RELAYED:
+        return code if code is not None and code[0] == "2" else "2.0.0"
     if action is Action.DELAYED:
         return code if code is not None and code[0] == "4" else "4.4.7"
     if code is not None and (code[0] == "5" or (expired and code[0] == "4")):
