@@ -91,3 +91,18 @@ def test_pure_sources_import_nothing_forbidden(path: pathlib.Path) -> None:
     for name in _imports(path):
         assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
         assert not name.startswith(SHELL), f"{path.name} imports {name}"
+
+
+def test_send_queue_is_a_lean_path(tmp_path: pathlib.Path) -> None:
+    # Queueing a message is file work: no reactor, TLS library or event loop is imported,
+    # so a sendmail-style front end built on it starts quickly.
+    message = tmp_path / "m.eml"
+    message.write_bytes(b"Subject: t\n\nhi\n")
+    code = (
+        "import sys, mxsend.cli\n"
+        f"rc = mxsend.cli.main(['send', '--queue', '--queue-dir', {str(tmp_path / 'q')!r},\n"
+        f"    '--from', 'a@b.test', '--to', 'c@d.test', {str(message)!r}])\n"
+        "bad = {'twisted', 'OpenSSL', 'asyncio', 'ssl'} & set(sys.modules)\n"
+        "assert rc == 0 and not bad, (rc, bad)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

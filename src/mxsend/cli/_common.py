@@ -14,7 +14,7 @@ from mxsend.protocol import MxsendError
 
 if TYPE_CHECKING:
     from mxsend.message import MessageError
-    from mxsend.twisted import Timeouts
+    from mxsend.options import Timeouts
 
 __all__ = [
     "EXIT_HELP",
@@ -80,7 +80,7 @@ def port_number(text: str) -> int:
 
 def timeout_spec(text: str) -> str:
     """One ``STAGE=SECONDS`` setting, checked here so a bad one is a usage error (64)."""
-    from mxsend.twisted import Timeouts
+    from mxsend.options import Timeouts
 
     try:
         Timeouts().with_specs([text])
@@ -90,7 +90,7 @@ def timeout_spec(text: str) -> str:
 
 
 def parse_timeouts(specs: Sequence[str]) -> Timeouts:
-    from mxsend.twisted import Timeouts
+    from mxsend.options import Timeouts
 
     try:
         return Timeouts().with_specs(specs)
@@ -99,7 +99,7 @@ def parse_timeouts(specs: Sequence[str]) -> Timeouts:
 
 
 def timeouts_help() -> str:
-    from mxsend.twisted import STAGES
+    from mxsend.options import STAGES
 
     rows = "\n".join(
         f"  {stage:<9} {seconds:>4g}s  {what}" for stage, (seconds, what) in STAGES.items()
