@@ -195,7 +195,7 @@ def test_a_failure_in_the_middle_keeps_what_was_recorded(tmp_path: Path) -> None
 
 
 class FullJournal(MemoryStore):
-    def record(self, claim: Any, decided: Any) -> None:
+    def record(self, claim: Any, decided: Any, *, sync: bool = True) -> None:
         raise QueueError("queue entry: cannot record: No space left on device")
 
 

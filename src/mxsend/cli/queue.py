@@ -306,7 +306,7 @@ def delivery_log(log_format: str) -> Any:
         def __call__(self, event: dict[str, Any]) -> None:
             if event.get("log_namespace") != "mxsend.delivery":
                 return
-            text = formatEvent(event)
+            text = event["line"] if "line" in event else formatEvent(event)
             if log_format == "json":
                 record = {k: event[k] for k in fields if k in event}
                 record["message"] = text

@@ -31,6 +31,7 @@ class MemoryStore:
         self._clock = clock
         self._lease = lease
         self._kept: dict[str, _Kept] = {}
+        self._finished: set[str] = set()  #: removed by finish(), awaiting release
 
     def enqueue(self, entries: Sequence[tuple[Entry, Message]]) -> list[str]:
         staged = {}
@@ -78,12 +79,24 @@ class MemoryStore:
             raise BusyError(f"the lease on queue entry {claim.entry.id} was lost")
         return kept
 
-    def record(self, claim: Claim, decided: Sequence[QueuedRecipient]) -> None:
+    def record(
+        self, claim: Claim, decided: Sequence[QueuedRecipient], *, sync: bool = True
+    ) -> None:
         self._holder(claim).journal.extend(decided)
 
-    def release(self, claim: Claim, entry: Entry) -> None:
+    def sync(self) -> None:
+        return None  # nothing to make durable
+
+    def finish(self, claim: Claim, *, sync: bool = True) -> None:
+        self._holder(claim)
+        self._finished.add(claim.entry.id)
+
+    def release(self, claim: Claim, entry: Entry, *, sync: bool = True) -> None:
         kept = self._holder(claim)
-        if entry.done:
+        if entry.id in self._finished:
+            self._finished.discard(entry.id)
+            del self._kept[entry.id]
+        elif entry.done:
             del self._kept[entry.id]
         else:
             kept.entry, kept.journal, kept.lease = entry, [], None

@@ -31,6 +31,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import secrets
 import signal
 import stat
@@ -67,6 +68,10 @@ _OPEN = os.O_NOFOLLOW | os.O_CLOEXEC
 _CHUNK = 1 << 16
 # Files in tmp/ older than this were left by a process that died while writing them.
 _STALE = 3600.0
+# Messages up to this size are read whole when claimed, to go out in a pipelined group; a
+# daemon holds at most workers x batch of them (4 x 250 x 32 KiB = 32 MB). Larger ones are
+# streamed from their file, never read whole.
+_READ_WHOLE = 32 * 1024
 # An entry with nothing left to try is never due; file times end somewhere (year 9999).
 _LAST_TIME = 253402300799.0
 
@@ -132,13 +137,25 @@ class QueueStore(Protocol):
         (unreadable ones moved aside)."""
         ...
 
-    def record(self, claim: Claim, decided: Sequence[QueuedRecipient]) -> None:
-        """Make the decided recipients durable now (after each transaction)."""
+    def record(
+        self, claim: Claim, decided: Sequence[QueuedRecipient], *, sync: bool = True
+    ) -> None:
+        """Keep the decided recipients (after each transaction): durable now, or with
+        ``sync=False`` at the next :meth:`sync` (a group commit)."""
         ...
 
-    def release(self, claim: Claim, entry: Entry) -> None:
+    def release(self, claim: Claim, entry: Entry, *, sync: bool = True) -> None:
         """Keep ``entry`` as the claimed entry's new state and let it go; an entry whose
-        recipients are all decided is removed."""
+        recipients are all decided is removed. ``sync=False``: durable at the next sync."""
+        ...
+
+    def sync(self) -> None:
+        """Make everything recorded or released with ``sync=False`` durable, at once."""
+        ...
+
+    def finish(self, claim: Claim, *, sync: bool = True) -> None:
+        """Remove the claimed entry now that every recipient is delivered (its removal is the
+        record); :meth:`release` then only lets the claim go."""
         ...
 
     def abandon(self, claim: Claim) -> None:
@@ -188,8 +205,11 @@ def _new_id(now: float) -> str:
     return f"{int(now * 1000):011x}{secrets.token_hex(5)}"
 
 
+_ID = re.compile(r"[0-9a-f]{12,64}")
+
+
 def _valid_id(entry_id: str) -> bool:
-    return 12 <= len(entry_id) <= 64 and all(c in "0123456789abcdef" for c in entry_id)
+    return _ID.fullmatch(entry_id) is not None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -237,10 +257,12 @@ def _dump(entry: Entry) -> bytes:
 
 
 class _Lock:
-    """An open message file with its exclusive flock."""
+    """An open message file with its exclusive flock; ``journal`` once it has one."""
 
     def __init__(self, fd: int) -> None:
         self.fd: int | None = fd
+        self.journal = False  #: the entry has a journal file (removal must take it too)
+        self.finished = False  #: removed by DiskStore.finish()
 
     def close(self) -> None:
         if self.fd is not None:
@@ -254,9 +276,12 @@ class DiskStore:
     def __init__(self, root: str | os.PathLike[str], *, log: Callable[[str], None] | None = None):
         self.root = Path(root)
         self._entries = self.root / "entries"
+        self._entries_name = str(self._entries)
         self._tmp = self.root / "tmp"
         self._corrupt = self.root / "corrupt"
         self._log = log or (lambda line: sys.stderr.write(f"mxsend queue: {line}\n"))
+        self._unsynced: set[Path] = set()  #: journals written since the last sync
+        self._entries_unsynced = False  #: names in entries/ changed since the last sync
         self._prepare()
 
     # -- the directory ---------------------------------------------------------------------
@@ -483,10 +508,21 @@ class DiskStore:
         except BaseException:
             lock.close()
             raise
+        lock.journal = os.path.exists(f"{self._entries_name}/{entry_id}.journal")
         body = self._path(entry_id, ".msg")
-        return Claim(entry, Content.from_path(body), lock, str(body))
+        assert lock.fd is not None
+        size = os.fstat(lock.fd).st_size
+        if size <= _READ_WHOLE:
+            # Small: read through the locked descriptor, sent from memory with the rest of
+            # a pipelined group. Larger ones are streamed from the file, never read whole.
+            content = Content.from_bytes(os.pread(lock.fd, size + 1, 0))
+        else:
+            content = Content.from_path(body)
+        return Claim(entry, content, lock, str(body))
 
-    def record(self, claim: Claim, decided: Sequence[QueuedRecipient]) -> None:
+    def record(
+        self, claim: Claim, decided: Sequence[QueuedRecipient], *, sync: bool = True
+    ) -> None:
         if not decided:
             return
         path = self._path(claim.entry.id, ".journal")
@@ -494,13 +530,13 @@ class DiskStore:
             json.dumps(journal_line(r), separators=(",", ":")).encode() + b"\n" for r in decided
         )
         try:
-            new = not path.exists()
+            if not path.exists():
+                self._entries_unsynced = True  # a new name in entries/
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _OPEN, 0o600)
             try:
                 start = os.lseek(fd, 0, os.SEEK_END)
                 try:
                     _write_all(fd, data)
-                    os.fdatasync(fd)
                 except OSError:
                     # Never leave half a line for the next append to be glued to.
                     with contextlib.suppress(OSError):
@@ -508,29 +544,73 @@ class DiskStore:
                     raise
             finally:
                 os.close(fd)
-            if new:
-                _fsync_dir(self._entries)
+            self._unsynced.add(path)
+            claim.handle.journal = True
+            if sync:
+                self.sync()
         except OSError as exc:
             raise _os_error(f"queue entry {claim.entry.id}: cannot record", exc) from None
 
-    def release(self, claim: Claim, entry: Entry) -> None:
+    def finish(self, claim: Claim, *, sync: bool = True) -> None:
+        """Remove the claimed entry, every recipient of it now delivered, straight away:
+        the removal is itself the durable record (no journal line needed). The claim stays
+        held until :meth:`release`, which then has nothing left to do."""
         try:
-            if entry.done:
-                self._remove(entry.id)
+            self._remove(claim.entry.id, sync=sync, journal=claim.handle.journal)
+            claim.handle.finished = True
+            self._entries_unsynced = True
+            if sync:
+                self.sync()
+        except OSError as exc:
+            raise _os_error(f"queue entry {claim.entry.id}: cannot remove", exc) from None
+
+    def release(self, claim: Claim, entry: Entry, *, sync: bool = True) -> None:
+        try:
+            if claim.handle.finished:
+                pass  # removed by finish()
+            elif entry.done:
+                self._remove(entry.id, sync=False, journal=claim.handle.journal)
             else:
-                self._rewrite(entry, ".json")
+                self._rewrite(entry, ".json", sync=False)
                 self._unlink(entry.id, ".journal")
+            self._unsynced.discard(self._path(entry.id, ".journal"))
+            self._entries_unsynced = True
+            if sync:
+                self.sync()
         except OSError as exc:
             raise _os_error(f"queue entry {entry.id}: cannot save its state", exc) from None
         finally:
             claim.handle.close()
+
+    def sync(self) -> None:
+        """One syncfs(2) for everything written with ``sync=False`` (one journal commit
+        however many entries), or, without it, an fsync of each journal and the directory."""
+        if not self._unsynced and not self._entries_unsynced:
+            return
+        try:
+            if not _sync_filesystem(self._entries):
+                for path in sorted(self._unsynced):
+                    with contextlib.suppress(FileNotFoundError):
+                        fd = os.open(path, os.O_RDONLY | _OPEN)
+                        try:
+                            os.fdatasync(fd)
+                        finally:
+                            os.close(fd)
+                _fsync_dir(self._entries)
+        except OSError as exc:
+            raise _os_error("cannot sync the queue", exc) from None
+        self._unsynced.clear()
+        self._entries_unsynced = False
 
     def abandon(self, claim: Claim) -> None:
         """Let go of ``claim`` leaving the entry as it is on disk, journal included (after an
         error in the middle of a delivery: what was recorded stays recorded)."""
         claim.handle.close()
 
-    def _rewrite(self, entry: Entry, suffix: str) -> None:
+    def _rewrite(self, entry: Entry, suffix: str, *, sync: bool = True) -> None:
+        """Replace the entry file: the new one is written and synced under tmp/ first, so a
+        crash leaves the old file or the new one, whole. ``sync=False`` leaves the rename to
+        the next :meth:`sync`."""
         temporary = self._tmp / f"{entry.id}.{secrets.token_hex(4)}{suffix}"
         try:
             _write_new(temporary, [_dump(entry)], sync=True, due=entry.due)
@@ -539,17 +619,26 @@ class DiskStore:
             with contextlib.suppress(OSError):
                 temporary.unlink()
             raise
-        _fsync_dir(self._entries)
+        if sync:
+            _fsync_dir(self._entries)
 
     def _unlink(self, entry_id: str, suffix: str) -> None:
+        if not _valid_id(entry_id):
+            raise NoSuchEntryError(f"no queue entry {entry_id!r}")
         with contextlib.suppress(FileNotFoundError):
-            self._path(entry_id, suffix).unlink()
+            os.unlink(f"{self._entries_name}/{entry_id}{suffix}")
 
-    def _remove(self, entry_id: str) -> None:
-        # The entry file goes first: from then on no reader sees the entry.
-        for suffix in (".json", ".held", ".journal", ".msg"):
+    def _remove(self, entry_id: str, *, sync: bool = True, journal: bool | None = None) -> None:
+        # The entry file goes first: from then on no reader sees the entry. Should a crash
+        # undo an unsynced removal, the entry comes back with its journal: what the journal
+        # says was delivered is not sent again. ``journal`` False: it has none to remove.
+        suffixes: tuple[str, ...] = (".json", ".held", ".journal", ".msg")
+        if journal is not None:  # a claimed entry: its state file is .json, not .held
+            suffixes = (".json", ".journal", ".msg") if journal else (".json", ".msg")
+        for suffix in suffixes:
             self._unlink(entry_id, suffix)
-        _fsync_dir(self._entries)
+        if sync:
+            _fsync_dir(self._entries)
 
     def _move_aside(self, entry_id: str, why: str) -> None:
         moved = []
@@ -697,6 +786,19 @@ def _read(path: Path) -> bytes:
     try:
         with os.fdopen(fd, "rb", closefd=False) as file:
             return file.read()
+    finally:
+        os.close(fd)
+
+
+def _sync_filesystem(directory: Path) -> bool:
+    """syncfs(2) on the file system holding ``directory``; False when the C library lacks
+    it or it failed (the caller then syncs file by file, which reports the error)."""
+    syncfs = _syncfs()
+    if syncfs is None:
+        return False
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return bool(syncfs(fd) == 0)
     finally:
         os.close(fd)
 

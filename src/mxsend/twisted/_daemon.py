@@ -36,7 +36,7 @@ class QueueDaemon(Service):
         *,
         clock: IReactorTime,
         workers: int = 4,
-        batch: int = 100,
+        batch: int = 250,
         poll: float = 30.0,
         grace: float = 30.0,
     ) -> None:
