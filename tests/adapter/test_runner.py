@@ -201,9 +201,10 @@ class FullJournal(MemoryStore):
 
 def test_a_journal_that_cannot_be_written_does_not_stop_the_pass() -> None:
     store, c = FullJournal(clock=lambda: 0.0), clock()
-    entry_id = queue_one(store, ["b@example.net"])
+    # Two recipients: the first delivered is journaled (the entry is not done yet).
+    entry_id = queue_one(store, ["b@example.net", "c@example.net"])
     delivered = ScriptedDeliverer(always(Status.DELIVERED, reply(250, "2.0.0 ok")))
-    assert run(runner(store, delivered, c)).delivered == 1
+    assert run(runner(store, delivered, c)).delivered == 2
     try:
         store.get(entry_id)
     except QueueError:
@@ -294,3 +295,20 @@ def test_return_to_sender_fails_what_is_left_and_tells_the_sender() -> None:
         "rfc822; b@example.net",
         "rfc822; c@example.net",
     ]
+
+
+def test_a_relayed_dsn_can_quote_a_large_message_delivered_whole(tmp_path: Path) -> None:
+    # finish() removes the entry as its transaction ends; the message file must stay until
+    # release, for the DSN built after the session quotes its headers.
+    store, c = DiskStore(tmp_path / "q"), clock()
+    big = BODY + b"x" * 70 + b"\r\n" * 1 + (b"y" * 70 + b"\r\n") * 600  # over 32 KiB
+    message = Message(
+        Envelope.build("a@example.com", ["b@example.net"],
+                       rcpt_options=RcptOptions(frozenset({Notify.SUCCESS}))), big,
+    )  # fmt: skip
+    enqueue(store, message, now=START)
+    ok = always(Status.DELIVERED, reply(250, "2.0.0 ok"))
+    assert run(runner(store, ScriptedDeliverer(ok, dsn=False), c)).bounces == 1
+    [dsn] = list(store.entries())
+    assert dsn.sender is None
+    assert sorted(p.suffix for p in (tmp_path / "q" / "entries").iterdir()) == [".json", ".msg"]

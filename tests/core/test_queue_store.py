@@ -1123,3 +1123,40 @@ def test_release_and_record_on_a_full_disk_raise_queue_error(full_disk: Path) ->
     # Nothing half-written: the entry reads back as it was queued.
     entry = store.get(entry_id)
     assert [r.state for r in entry.recipients] == [RecipientState.PENDING] * 2
+
+
+def test_finish_removes_the_entry_and_release_its_message(tmp_path: Path) -> None:
+    store = disk(tmp_path)
+    [entry_id] = enqueue(store, message([BOB]), now=NOW)
+    [claim] = store.claim([entry_id])
+    store.finish(claim, sync=False)
+    assert store.scan(None) == [] and names(entries_dir(tmp_path)) == [f"{entry_id}.msg"]
+    assert read(claim) == BODY  # still readable for a DSN until release
+    store.release(claim, claim.entry.with_recipient(delivered(recipient(claim.entry, BOB))))
+    store.sync()
+    assert names(entries_dir(tmp_path)) == []
+
+
+def test_a_group_commit_keeps_journals_until_the_rewrite_is_synced(tmp_path: Path) -> None:
+    store = disk(tmp_path)
+    [entry_id] = enqueue(store, message([BOB, CAROL]), now=NOW)
+    [claim] = store.claim([entry_id])
+    store.record(claim, [delivered(recipient(claim.entry, BOB))], sync=False)
+    later = claim.entry.with_recipient(delivered(recipient(claim.entry, BOB)))
+    later = later.with_recipient(deferred(recipient(later, CAROL), NOW + HOUR))
+    store.release(claim, later, sync=False)
+    assert f"{entry_id}.journal" in names(entries_dir(tmp_path))  # not before the sync
+    store.sync()
+    assert f"{entry_id}.journal" not in names(entries_dir(tmp_path))
+    entry = store.get(entry_id)
+    assert recipient(entry, BOB).state is RecipientState.DELIVERED
+    assert recipient(entry, CAROL).state is RecipientState.DEFERRED
+
+
+def test_memory_finish_is_gone_at_once_even_if_abandoned() -> None:
+    store = MemoryStore(clock=lambda: NOW)
+    [entry_id] = enqueue(store, message([BOB]), now=NOW)
+    [claim] = store.claim([entry_id])
+    store.finish(claim)
+    store.abandon(claim)
+    assert store.scan(None) == [] and list(store.entries()) == []

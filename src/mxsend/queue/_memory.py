@@ -31,7 +31,7 @@ class MemoryStore:
         self._clock = clock
         self._lease = lease
         self._kept: dict[str, _Kept] = {}
-        self._finished: set[str] = set()  #: removed by finish(), awaiting release
+        self._finished: dict[str, str] = {}  #: removed by finish(): id -> lease token
 
     def enqueue(self, entries: Sequence[tuple[Entry, Message]]) -> list[str]:
         staged = {}
@@ -88,20 +88,25 @@ class MemoryStore:
         return None  # nothing to make durable
 
     def finish(self, claim: Claim, *, sync: bool = True) -> None:
+        # Gone at once, as on disk; the token lets the holder release or abandon it later.
         self._holder(claim)
-        self._finished.add(claim.entry.id)
+        del self._kept[claim.entry.id]
+        self._finished[claim.entry.id] = str(claim.handle)
 
     def release(self, claim: Claim, entry: Entry, *, sync: bool = True) -> None:
+        if self._finished.get(entry.id) == claim.handle:
+            del self._finished[entry.id]
+            return
         kept = self._holder(claim)
-        if entry.id in self._finished:
-            self._finished.discard(entry.id)
-            del self._kept[entry.id]
-        elif entry.done:
+        if entry.done:
             del self._kept[entry.id]
         else:
             kept.entry, kept.journal, kept.lease = entry, [], None
 
     def abandon(self, claim: Claim) -> None:
+        if self._finished.get(claim.entry.id) == claim.handle:
+            del self._finished[claim.entry.id]
+            return
         kept = self._kept.get(claim.entry.id)
         if kept is not None and kept.lease is not None and kept.lease[0] == claim.handle:
             kept.lease = None

@@ -15,10 +15,12 @@ Enqueue writes the message and the entry to ``tmp/``, syncs both, renames the me
 message, and ``enqueue`` returns only once both survive a crash (RFC 5321 6.1). A claim is an
 exclusive ``flock`` on the message file, held by the claiming process: the kernel lets go of it
 when that process dies, so after a SIGKILL every claimed entry is free again at once, and two
-processes (a daemon and a ``queue run``) never hold one entry. Each delivered or failed
-recipient is appended to the journal and synced as soon as its transaction ends, so a crash
+processes (a daemon and a ``queue run``) never hold one entry. Each delivered recipient is
+appended to the journal as its transaction ends (an entry delivered whole is removed instead),
+and :meth:`DiskStore.sync` makes a whole turn's worth durable with one syncfs(2), so a crash
 re-sends only what was in flight. Releasing a claim writes the merged state to a new entry
-file (synced, renamed, its time set to when it is next due) and removes the journal.
+file (synced, renamed, its time set to when it is next due) and removes the journal once
+that is synced. The queue is best on a file system of its own: syncfs flushes all of it.
 
 A store shared by several hosts (PostgreSQL) has the same interface, with leases that expire
 instead of locks held by a process.
@@ -282,7 +284,28 @@ class DiskStore:
         self._log = log or (lambda line: sys.stderr.write(f"mxsend queue: {line}\n"))
         self._unsynced: set[Path] = set()  #: journals written since the last sync
         self._entries_unsynced = False  #: names in entries/ changed since the last sync
+        #: Journals of rewritten entries: removed once the rewrite is synced, so that no
+        #: file system can keep the journal's removal and lose the rename.
+        self._stale_journals: list[str] = []
         self._prepare()
+        # Held for the store's life: syncfs through it reports every write-back error since.
+        self._sync_fd: int | None = _open_dir(self._entries)
+
+    def close(self) -> None:
+        """Let go of the directory this store keeps open (it can be unmounted then)."""
+        fd, self._sync_fd = self._sync_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self) -> DiskStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
 
     # -- the directory ---------------------------------------------------------------------
 
@@ -312,6 +335,9 @@ class DiskStore:
 
     def enqueue(self, entries: Sequence[tuple[Entry, Message]]) -> list[str]:
         written: list[tuple[Path, Path, Entry]] = []
+        # Opened before the writes, so that syncfs through it reports their write-back
+        # errors even if another process's syncfs saw them first (Linux errseq).
+        batch_fd = _open_dir(self._tmp) if len(entries) > 1 else None
         try:
             for entry, message in entries:
                 token = secrets.token_hex(4)
@@ -322,8 +348,8 @@ class DiskStore:
                 chunks = [content] if isinstance(content, bytes) else content.chunks(_CHUNK)
                 _write_new(body, chunks, sync=len(entries) == 1)
                 _write_new(state, [_dump(entry)], sync=len(entries) == 1, due=entry.due)
-            if len(entries) > 1:
-                _sync_all(self._tmp, [p for b, s, _ in written for p in (b, s)])
+            if batch_fd is not None:
+                _sync_all(batch_fd, [p for b, s, _ in written for p in (b, s)])
             for body, _, entry in written:
                 os.rename(body, self._path(entry.id, ".msg"))
             _fsync_dir(self._entries)  # every message is in place before any entry appears
@@ -333,7 +359,11 @@ class DiskStore:
         except (OSError, ContentError) as exc:
             self._undo(written)
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            if batch_fd is not None:
+                os.close(batch_fd)
             raise QueueError(f"could not queue the message: {reason}") from None
+        if batch_fd is not None:
+            os.close(batch_fd)
         return [entry.id for _, _, entry in written]
 
     def _undo(self, written: list[tuple[Path, Path, Entry]]) -> None:
@@ -505,19 +535,19 @@ class DiskStore:
                 self._remove(entry_id)
                 lock.close()
                 return None
+            lock.journal = os.path.exists(f"{self._entries_name}/{entry_id}.journal")
+            body = self._path(entry_id, ".msg")
+            assert lock.fd is not None
+            size = os.fstat(lock.fd).st_size
+            if size <= _READ_WHOLE:
+                # Small: read through the locked descriptor, sent from memory with the rest
+                # of a pipelined group. Larger ones stream from the file, never read whole.
+                content = Content.from_bytes(_read_exactly(lock.fd, size))
+            else:
+                content = Content.from_path(body)
         except BaseException:
             lock.close()
             raise
-        lock.journal = os.path.exists(f"{self._entries_name}/{entry_id}.journal")
-        body = self._path(entry_id, ".msg")
-        assert lock.fd is not None
-        size = os.fstat(lock.fd).st_size
-        if size <= _READ_WHOLE:
-            # Small: read through the locked descriptor, sent from memory with the rest of
-            # a pipelined group. Larger ones are streamed from the file, never read whole.
-            content = Content.from_bytes(os.pread(lock.fd, size + 1, 0))
-        else:
-            content = Content.from_path(body)
         return Claim(entry, content, lock, str(body))
 
     def record(
@@ -553,10 +583,12 @@ class DiskStore:
 
     def finish(self, claim: Claim, *, sync: bool = True) -> None:
         """Remove the claimed entry, every recipient of it now delivered, straight away:
-        the removal is itself the durable record (no journal line needed). The claim stays
-        held until :meth:`release`, which then has nothing left to do."""
+        the removal of its state file is itself the durable record (no journal line). The
+        message file stays until :meth:`release` (a DSN may still quote it); should a crash
+        come between, ``clean()`` removes it as an orphan."""
         try:
-            self._remove(claim.entry.id, sync=sync, journal=claim.handle.journal)
+            self._unlink(claim.entry.id, ".json")
+            self._unlink(claim.entry.id, ".journal")
             claim.handle.finished = True
             self._entries_unsynced = True
             if sync:
@@ -567,12 +599,13 @@ class DiskStore:
     def release(self, claim: Claim, entry: Entry, *, sync: bool = True) -> None:
         try:
             if claim.handle.finished:
-                pass  # removed by finish()
+                self._unlink(entry.id, ".msg")  # the rest went in finish()
             elif entry.done:
-                self._remove(entry.id, sync=False, journal=claim.handle.journal)
+                self._remove(entry.id, sync=False)
             else:
                 self._rewrite(entry, ".json", sync=False)
-                self._unlink(entry.id, ".journal")
+                if claim.handle.journal:
+                    self._stale_journals.append(entry.id)
             self._unsynced.discard(self._path(entry.id, ".journal"))
             self._entries_unsynced = True
             if sync:
@@ -585,10 +618,12 @@ class DiskStore:
     def sync(self) -> None:
         """One syncfs(2) for everything written with ``sync=False`` (one journal commit
         however many entries), or, without it, an fsync of each journal and the directory."""
-        if not self._unsynced and not self._entries_unsynced:
+        if not self._unsynced and not self._entries_unsynced and not self._stale_journals:
             return
         try:
-            if not _sync_filesystem(self._entries):
+            if self._sync_fd is None:
+                self._sync_fd = _open_dir(self._entries)
+            if not _sync_filesystem(self._sync_fd):
                 for path in sorted(self._unsynced):
                     with contextlib.suppress(FileNotFoundError):
                         fd = os.open(path, os.O_RDONLY | _OPEN)
@@ -601,6 +636,11 @@ class DiskStore:
             raise _os_error("cannot sync the queue", exc) from None
         self._unsynced.clear()
         self._entries_unsynced = False
+        stale, self._stale_journals = self._stale_journals, []
+        for entry_id in stale:  # their entries' new state is durable now
+            self._unlink(entry_id, ".journal")
+        if stale:
+            self._entries_unsynced = True  # harmless if lost: journals apply idempotently
 
     def abandon(self, claim: Claim) -> None:
         """Let go of ``claim`` leaving the entry as it is on disk, journal included (after an
@@ -628,14 +668,11 @@ class DiskStore:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{self._entries_name}/{entry_id}{suffix}")
 
-    def _remove(self, entry_id: str, *, sync: bool = True, journal: bool | None = None) -> None:
+    def _remove(self, entry_id: str, *, sync: bool = True) -> None:
         # The entry file goes first: from then on no reader sees the entry. Should a crash
         # undo an unsynced removal, the entry comes back with its journal: what the journal
-        # says was delivered is not sent again. ``journal`` False: it has none to remove.
-        suffixes: tuple[str, ...] = (".json", ".held", ".journal", ".msg")
-        if journal is not None:  # a claimed entry: its state file is .json, not .held
-            suffixes = (".json", ".journal", ".msg") if journal else (".json", ".msg")
-        for suffix in suffixes:
+        # says was delivered is not sent again.
+        for suffix in (".json", ".held", ".journal", ".msg"):
             self._unlink(entry_id, suffix)
         if sync:
             _fsync_dir(self._entries)
@@ -790,30 +827,31 @@ def _read(path: Path) -> bytes:
         os.close(fd)
 
 
-def _sync_filesystem(directory: Path) -> bool:
-    """syncfs(2) on the file system holding ``directory``; False when the C library lacks
-    it or it failed (the caller then syncs file by file, which reports the error)."""
-    syncfs = _syncfs()
-    if syncfs is None:
-        return False
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        return bool(syncfs(fd) == 0)
-    finally:
-        os.close(fd)
+def _read_exactly(fd: int, size: int) -> bytes:
+    data = os.pread(fd, size, 0)
+    if len(data) != size:
+        raise OSError(errno.EIO, f"read {len(data)} of {size} octets")
+    return data
 
 
-def _sync_all(directory: Path, paths: Sequence[Path]) -> None:
-    """Make ``paths`` durable: one syncfs(2) for the file system when the C library has it
-    (one journal commit for a whole batch), else an fsync each."""
+def _open_dir(directory: Path) -> int:
+    return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def _sync_filesystem(fd: int) -> bool:
+    """syncfs(2) on the file system of ``fd``: True when it synced and reported no error.
+    False when it cannot be trusted to report write-back errors (no syncfs in the C
+    library, or Linux before 5.8) or it failed: the caller then syncs file by file, which
+    reports the error."""
     syncfs = _syncfs()
-    if syncfs is not None:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            if syncfs(fd) == 0:
-                return
-        finally:
-            os.close(fd)
+    return syncfs is not None and syncfs(fd) == 0
+
+
+def _sync_all(fd: int, paths: Sequence[Path]) -> None:
+    """Make ``paths`` durable: one syncfs(2) through ``fd`` (one journal commit for a
+    whole batch), else an fsync each."""
+    if _sync_filesystem(fd):
+        return
     for path in paths:
         fd = os.open(path, os.O_RDONLY | _OPEN)
         try:
@@ -825,8 +863,20 @@ def _sync_all(directory: Path, paths: Sequence[Path]) -> None:
 _SYNCFS: list[Callable[[int], int] | None] = []
 
 
+def _reports_errors() -> bool:
+    """Whether syncfs(2) reports write-back errors: Linux 5.8 and later."""
+    release = os.uname().release.split(".")
+    try:
+        return (int(release[0]), int(release[1].split("-")[0])) >= (5, 8)
+    except (IndexError, ValueError):
+        return False
+
+
 def _syncfs() -> Callable[[int], int] | None:
     if not _SYNCFS:
+        if not _reports_errors():
+            _SYNCFS.append(None)
+            return None
         try:
             import ctypes  # noqa: PLC0415 - only batches need it
 

@@ -24,6 +24,8 @@ from mxsend.twisted._runner import PassCounts, QueueRunner
 __all__ = ["QueueDaemon"]
 
 _log = Logger(namespace="mxsend.daemon")
+# Orphans (a message file whose entry a crash took) are looked for this often.
+_CLEAN_EVERY = 600.0
 
 
 class QueueDaemon(Service):
@@ -60,10 +62,7 @@ class QueueDaemon(Service):
         super().startService()  # type: ignore[no-untyped-call]
         self._runner = self._make_runner()
         self._stopping = False
-        try:
-            self._store.clean(self._clock.seconds())  # what writers that died left behind
-        except Exception:
-            _log.failure("cleaning the queue failed")
+        self._clean()
         self._loop = Deferred.fromCoroutine(self._run())
         self._loop.addErrback(lambda f: _log.failure("the delivery loop stopped", f))
 
@@ -90,12 +89,22 @@ class QueueDaemon(Service):
         return done.addCallback(finished)
 
     def _loop_done(self) -> Deferred[None]:
+        try:
+            self._store.sync()  # whatever the cancelled batches recorded
+        except Exception:
+            _log.failure("the queue could not be synced")
         loop = self._loop
         if loop is None or loop.called:
             return Deferred.fromCoroutine(_nothing())
         waiting: Deferred[None] = Deferred()
         loop.addBoth(lambda _: waiting.callback(None))
         return waiting
+
+    def _clean(self) -> None:
+        try:
+            self._store.clean(self._clock.seconds())  # what writers that died left behind
+        except Exception:
+            _log.failure("cleaning the queue failed")
 
     def wake(self) -> None:
         """Look for due work now."""
@@ -106,7 +115,11 @@ class QueueDaemon(Service):
     # -- the loop --------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        cleaned = self._clock.seconds()
         while not self._stopping:
+            if self._clock.seconds() - cleaned > _CLEAN_EVERY:
+                cleaned = self._clock.seconds()
+                self._clean()
             try:
                 await self._dispatch()
             except Exception:

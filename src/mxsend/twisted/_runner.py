@@ -2,9 +2,11 @@
 give up after the lifetime, and queue bounces (RFC 3464) and delay warnings.
 
 One pass claims entries in batches; each batch is one :meth:`Deliverer.deliver` call, so the
-messages of one destination share its connections. Every recipient delivered or refused for
-good is made durable in the store as soon as its transaction ends; the rest when the entry
-is released.
+messages of one destination share its connections. Every delivered recipient is made durable
+as its transaction ends: a journal line, or for a message delivered whole the removal of its
+entry, written at once and synced by one group commit at the end of that turn of the reactor
+(so a crash can repeat at most the replies read in that turn). The rest is kept when the
+entry is released.
 """
 
 from __future__ import annotations
@@ -153,8 +155,9 @@ class QueueRunner:
                 messages, on_decided=lambda i, report: on_decided(sending[i], report)
             )
         except BaseException:
+            self._commit()  # what was recorded is made durable, then stays recorded
             for claim in claims:
-                self._abandon(claim)  # what was recorded stays recorded
+                self._abandon(claim)
             raise
         self._commit()
         by_claim = dict(zip(sending, reports, strict=True))
