@@ -164,3 +164,47 @@ def test_a_queue_run_beside_a_daemon_never_delivers_an_entry_twice(tmp_path: Pat
         sink.wait(timeout=30)
         if sink.stdout is not None:
             sink.stdout.close()
+
+
+def test_several_processes_share_a_queue_and_stop_together(tmp_path: Path) -> None:
+    spool, log = tmp_path / "q", tmp_path / "daemon.log"
+    received = tmp_path / "received.log"
+    store = DiskStore(spool)
+    enqueue(store, [Message(Envelope.build("a@example.com", ["r@example.net"]),
+                            f"X-Seq: {i}\r\n".encode() + BODY) for i in range(300)])  # fmt: skip
+    port = free_port()
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.count_sink", str(port), str(received), "0.005"],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent.parent,
+    )  # fmt: skip
+    try:
+        assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+        child = daemon(spool, port, log, "--processes", "3", "--workers", "2")
+        try:
+            wait(lambda: store.scan(None) == [], "entries left", 60)
+            workers = _processes_serving(spool)
+            assert len(workers) == 3, workers  # the first and its two others
+        finally:
+            assert stop(child) == 0
+        wait(lambda: not _processes_serving(spool), "a worker outlived its daemon", 30)
+        counts = Counter(line.split()[1] for line in received.read_text().splitlines())
+        assert len(counts) == 300 and set(counts.values()) == {1}, counts.most_common(3)
+    finally:
+        sink.send_signal(signal.SIGTERM)
+        sink.wait(timeout=30)
+        if sink.stdout is not None:
+            sink.stdout.close()
+
+
+def _processes_serving(spool: Path) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"daemon" in argv and str(spool).encode() in argv:
+            found.append(int(proc.name))
+    return found

@@ -41,6 +41,7 @@ class QueueDaemon(Service):
         batch: int = 250,
         poll: float = 30.0,
         grace: float = 30.0,
+        share: tuple[int, int] = (0, 1),
     ) -> None:
         self._store = store
         self._make_runner = make_runner
@@ -49,6 +50,9 @@ class QueueDaemon(Service):
         self._batch = max(1, batch)
         self._poll = poll
         self._grace = grace
+        #: (k, n): this process takes first the entries whose id hashes to k of n, so that
+        #: n processes serving one queue seldom reach for the same entry.
+        self._share = share
         self._runner: QueueRunner | None = None
         self._inflight: set[Deferred[None]] = set()
         self._wakeup: Deferred[None] | None = None
@@ -131,6 +135,10 @@ class QueueDaemon(Service):
     async def _dispatch(self) -> None:
         """Claim due entries batch by batch while workers are free."""
         ids = self._store.scan(self._clock.seconds())
+        k, n = self._share
+        if n > 1:
+            mine = [i for i in ids if int(i[-4:], 16) % n == k]
+            ids = mine or ids  # the others' share too, when there is none of its own
         for start in range(0, len(ids), self._batch):
             while len(self._inflight) >= self._workers and not self._stopping:
                 await self._sleep(self._poll)  # woken when a batch ends
