@@ -10,9 +10,14 @@ client while transactions are in flight.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import signal
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -31,6 +36,36 @@ class _Counter:
         self._log.write(f"{time.time():.6f} {seq}\n")
         await asyncio.sleep(self._delay)
         return "250 2.0.0 counted"
+
+
+@contextlib.contextmanager
+def counting_sink(log: Path, delay: float = 0.0) -> Iterator[int]:
+    """This sink in a child process on 127.0.0.1, writing to ``log``; yields its port and
+    stops it by PID."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.count_sink", str(port), str(log), str(delay)],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent.parent,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        yield port
+    finally:
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=30)
+        if child.stdout is not None:
+            child.stdout.close()
+
+
+def counts(log: Path) -> dict[str, int]:
+    """How many times each X-Seq arrived."""
+    found: dict[str, int] = {}
+    for line in log.read_text().splitlines():
+        seq = line.split()[1]
+        found[seq] = found.get(seq, 0) + 1
+    return found
 
 
 def main() -> None:

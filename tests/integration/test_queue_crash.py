@@ -18,24 +18,13 @@ import pytest
 
 from mxsend.protocol import Envelope, Message
 from mxsend.queue import DiskStore, enqueue
-from tests.conftest import free_port
+from tests.integration.count_sink import counting_sink
 
 MESSAGES = 300
 KILLS = 25
 # A transaction's first copy arrives at most this long before the kill that cut it short
 # (its 250 was on the way, or its journal line not yet synced).
 IN_FLIGHT = 2.0
-
-
-def _sink(tmp_path: Path) -> tuple[subprocess.Popen[str], int, Path]:
-    port = free_port()
-    log = tmp_path / "received.log"
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.count_sink", str(port), str(log), "0.25"],
-        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent.parent,
-    )  # fmt: skip
-    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-    return child, port, log
 
 
 def _daemon(spool: Path, port: int) -> subprocess.Popen[bytes]:
@@ -60,8 +49,8 @@ def _received(log: Path) -> list[tuple[float, int]]:
 def test_sigkill_at_random_moments_loses_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sink, port, log = _sink(tmp_path)
-    try:
+    log = tmp_path / "received.log"
+    with counting_sink(log, 0.25) as port:
         spool = tmp_path / "q"
         store = DiskStore(spool)
         messages = [
@@ -107,8 +96,3 @@ def test_sigkill_at_random_moments_loses_nothing(
                 f"\ncrash test: {len(kills)} kills survived, {MESSAGES} messages checked, "
                 f"{len(received)} received, {len(duplicates)} sent twice (each in flight at a kill)"
             )
-    finally:
-        sink.send_signal(signal.SIGTERM)
-        sink.wait(timeout=30)
-        if sink.stdout is not None:
-            sink.stdout.close()

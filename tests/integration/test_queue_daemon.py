@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from mxsend.protocol import Envelope, Message
 from mxsend.queue import DiskStore, enqueue
 from tests.conftest import free_port, smtp_sink
+from tests.integration.count_sink import counting_sink, counts
 
 LINE = b"The quick brown fox jumps over the lazy dog, 0123456789 times over.\r\n"
 BODY = b"Subject: queued\r\n\r\n" + LINE * 28  # about 2 KB
@@ -121,34 +121,13 @@ def test_a_queue_run_beside_a_daemon_never_delivers_an_entry_twice(tmp_path: Pat
     spool, log = tmp_path / "q", tmp_path / "daemon.log"
     received = tmp_path / "received.log"
     store = DiskStore(spool)
-    enqueue(store, [Message(Envelope.build("a@example.com", ["r@example.net"]),
-                            f"X-Seq: {i}\r\n".encode() + BODY) for i in range(200)])  # fmt: skip
-    port = free_port()
-    sink = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.count_sink", str(port), str(received), "0.01"],
-        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent.parent,
-    )  # fmt: skip
-    try:
-        assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    enqueue(store, numbered(200))
+    with counting_sink(received, 0.01) as port:
         child = daemon(spool, port, log, "--workers", "2")
+        run_argv = [sys.executable, "-m", "mxsend", "queue", "run", "--queue-dir", str(spool),
+                    "--smarthost", f"127.0.0.1:{port}", "--tls", "none"]  # fmt: skip
         runs = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "mxsend",
-                    "queue",
-                    "run",
-                    "--queue-dir",
-                    str(spool),
-                    "--smarthost",
-                    f"127.0.0.1:{port}",
-                    "--tls",
-                    "none",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            subprocess.Popen(run_argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for _ in range(2)
         ]
         try:
@@ -157,28 +136,25 @@ def test_a_queue_run_beside_a_daemon_never_delivers_an_entry_twice(tmp_path: Pat
             wait(lambda: store.scan(None) == [], "entries left", 60)
         finally:
             assert stop(child) == 0
-        counts = Counter(line.split()[1] for line in received.read_text().splitlines())
-        assert len(counts) == 200 and set(counts.values()) == {1}, counts.most_common(3)
-    finally:
-        sink.send_signal(signal.SIGTERM)
-        sink.wait(timeout=30)
-        if sink.stdout is not None:
-            sink.stdout.close()
+    arrived = counts(received)
+    assert len(arrived) == 200 and set(arrived.values()) == {1}, arrived
+
+
+def numbered(count: int) -> list[Message]:
+    return [
+        Message(
+            Envelope.build("a@example.com", ["r@example.net"]), f"X-Seq: {i}\r\n".encode() + BODY
+        )
+        for i in range(count)
+    ]
 
 
 def test_several_processes_share_a_queue_and_stop_together(tmp_path: Path) -> None:
     spool, log = tmp_path / "q", tmp_path / "daemon.log"
     received = tmp_path / "received.log"
     store = DiskStore(spool)
-    enqueue(store, [Message(Envelope.build("a@example.com", ["r@example.net"]),
-                            f"X-Seq: {i}\r\n".encode() + BODY) for i in range(300)])  # fmt: skip
-    port = free_port()
-    sink = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.count_sink", str(port), str(received), "0.005"],
-        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent.parent,
-    )  # fmt: skip
-    try:
-        assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+    enqueue(store, numbered(300))
+    with counting_sink(received, 0.005) as port:
         child = daemon(spool, port, log, "--processes", "3", "--workers", "2")
         try:
             wait(lambda: store.scan(None) == [], "entries left", 60)
@@ -187,13 +163,8 @@ def test_several_processes_share_a_queue_and_stop_together(tmp_path: Path) -> No
         finally:
             assert stop(child) == 0
         wait(lambda: not _processes_serving(spool), "a worker outlived its daemon", 30)
-        counts = Counter(line.split()[1] for line in received.read_text().splitlines())
-        assert len(counts) == 300 and set(counts.values()) == {1}, counts.most_common(3)
-    finally:
-        sink.send_signal(signal.SIGTERM)
-        sink.wait(timeout=30)
-        if sink.stdout is not None:
-            sink.stdout.close()
+    arrived = counts(received)
+    assert len(arrived) == 300 and set(arrived.values()) == {1}, arrived
 
 
 def _processes_serving(spool: Path) -> list[int]:
