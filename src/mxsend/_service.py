@@ -126,6 +126,9 @@ def _daemon_service(argv: list[str]) -> IService:
     parser = Parser(prog="twistd mxsend daemon")
     daemon.daemon_arguments(parser)
     args = parser.parse_args(argv)
+    if args.processes != 1 or args.worker is not None:
+        sys.stderr.write("mxsend: --processes is for `mxsend daemon`, not twistd\n")
+        raise SystemExit(int(Exit.USAGE))
     try:
         daemon.check(args)
         store = send.open_queue(args.queue_dir)

@@ -97,3 +97,13 @@ def test_twistd_daemon_delivers_the_queue_and_stops_on_sigterm(
         if child.poll() is None:
             child.kill()
             child.wait(timeout=30)
+
+
+def test_twistd_daemon_refuses_processes(tmp_path: Path) -> None:
+    # Several processes are `mxsend daemon`'s to start; under twistd it would be ignored.
+    done = subprocess.run(
+        [TWISTD, "-n", "--pidfile=", "mxsend", "daemon", "--processes", "2",
+         "--queue-dir", str(tmp_path / "q")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert done.returncode == 64 and "--processes" in done.stderr, done.stderr
