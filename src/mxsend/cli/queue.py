@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from mxsend._exits import Exit
 from mxsend.cli._common import EXIT_HELP, Subcommands, UserError, run_in_reactor, timeouts_help
-from mxsend.cli.send import delivery_arguments, delivery_options, open_queue, queue_dir_option
+from mxsend.cli.send import (
+    delivery_arguments,
+    delivery_options,
+    local_name,
+    open_queue,
+    queue_dir_option,
+)
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTCP
@@ -248,25 +254,12 @@ def bounce(store: QueueStore, args: argparse.Namespace) -> int:
     globalLogPublisher.addObserver(observer)
     try:
         clock = IReactorTime(reactor)
-        runner = QueueRunner(store, None, clock=clock, reporting_mta=_reporting_name())
+        runner = QueueRunner(store, None, clock=clock, reporting_mta=local_name())
         queued = runner.return_to_sender(claims[0], "returned to the sender by the postmaster")
     finally:
         globalLogPublisher.removeObserver(observer)
     sys.stdout.write(f"{entry.id}: bounced{'; DSN queued' if queued else ''}\n")
     return int(Exit.OK)
-
-
-def _reporting_name() -> str:
-    import socket
-
-    from mxsend.protocol import AddressError, validate_domain
-
-    name = socket.getfqdn()
-    try:
-        validate_domain(name)
-    except AddressError:
-        return "localhost"
-    return name
 
 
 def flush(store: QueueStore, args: argparse.Namespace) -> int:

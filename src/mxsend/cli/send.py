@@ -36,7 +36,16 @@ if TYPE_CHECKING:
     from mxsend.options import DeliveryOptions
     from mxsend.queue import DiskStore
 
-__all__ = ["Request", "add_arguments", "build_parser", "build_request", "execute", "run", "setup"]
+__all__ = [
+    "Request",
+    "add_arguments",
+    "build_parser",
+    "build_request",
+    "execute",
+    "local_name",
+    "run",
+    "setup",
+]
 
 _HELP = "deliver a message"
 _DESCRIPTION = "Deliver one message, read as it is sent (never whole into memory)."
@@ -164,14 +173,20 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def _helo_name(args: argparse.Namespace) -> str:
+    return local_name(args.helo)
+
+
+def local_name(given: str | None = None) -> str:
+    """``given`` (a UserError unless it is a valid domain), else this host's FQDN when it is
+    one, else ``localhost``: the name given in EHLO and as a DSN's Reporting-MTA."""
     from mxsend.protocol import AddressError, validate_domain
 
-    name = args.helo or socket.getfqdn()
+    name = given or socket.getfqdn()
     try:
         validate_domain(name)
     except AddressError:
-        if args.helo:
-            raise UserError(Exit.USAGE, f"--helo {args.helo!r} is not a valid domain") from None
+        if given:
+            raise UserError(Exit.USAGE, f"--helo {given!r} is not a valid domain") from None
         return "localhost"
     return name
 

@@ -404,8 +404,9 @@ class DiskStore:
         found.sort()
         return [entry_id for _, entry_id in found]
 
-    def _load(self, entry_id: str) -> tuple[Entry, Path]:
-        """The entry with its journal applied, and the file it was read from."""
+    def _load(self, entry_id: str) -> tuple[Entry, Path, bool]:
+        """The entry with its journal applied, the file it was read from, and whether it
+        has a journal."""
         for suffix in (".json", ".held"):
             path = self._path(entry_id, suffix)
             try:
@@ -418,8 +419,8 @@ class DiskStore:
             try:
                 journal = _read(self._path(entry_id, ".journal"))
             except FileNotFoundError:
-                return entry, path
-            return self._replay(entry, journal), path
+                return entry, path, False
+            return self._replay(entry, journal), path, True
         raise NoSuchEntryError(f"no queue entry {entry_id}")
 
     def _replay(self, entry: Entry, journal: bytes) -> Entry:
@@ -512,7 +513,7 @@ class DiskStore:
             return None  # another process has it
         try:
             try:
-                entry, path = self._load(entry_id)
+                entry, path, journaled = self._load(entry_id)
             except NoSuchEntryError:
                 lock.close()  # delivered and removed by the previous holder
                 return None
@@ -535,7 +536,7 @@ class DiskStore:
                 self._remove(entry_id)
                 lock.close()
                 return None
-            lock.journal = os.path.exists(f"{self._entries_name}/{entry_id}.journal")
+            lock.journal = journaled
             body = self._path(entry_id, ".msg")
             assert lock.fd is not None
             size = os.fstat(lock.fd).st_size
@@ -708,7 +709,7 @@ class DiskStore:
     def _change(self, entry_id: str, change: Callable[[Entry], tuple[Entry, str] | None]) -> None:
         lock = self._locked(entry_id)
         try:
-            entry, path = self._load(entry_id)
+            entry, path, _ = self._load(entry_id)
             outcome = change(entry)
             if outcome is not None:
                 updated, suffix = outcome

@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -99,7 +99,7 @@ class QueueDaemon(Service):
             _log.failure("the queue could not be synced")
         loop = self._loop
         if loop is None or loop.called:
-            return Deferred.fromCoroutine(_nothing())
+            return succeed(None)
         waiting: Deferred[None] = Deferred()
         loop.addBoth(lambda _: waiting.callback(None))
         return waiting
@@ -179,7 +179,3 @@ def _cancel_all(jobs: list[Deferred[None]]) -> None:
     for job in jobs:
         if not job.called:
             job.cancel()
-
-
-async def _nothing() -> None:
-    return None
