@@ -4,6 +4,8 @@ refuse, never repair."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mxsend.protocol import (
     Address,
@@ -126,3 +128,23 @@ def test_nothing_is_written_for_bad_input() -> None:
     with pytest.raises(AddressError):
         Envelope.build("a@example.com", ["evil@x.test>\r\nDATA"])
     assert conn.data_to_send() == b""
+
+
+# Characters that matter to some rule: atext, specials, dots, quotes, hyphens, brackets,
+# spaces, controls, 8-bit and a UTF-8 letter.
+_TRICKY = st.text(alphabet=st.sampled_from(list('ab9.-_+@"[]:\\ \r\n\0\x7fé!#{}')), max_size=24)
+
+
+@given(_TRICKY | st.from_regex(r"[a-z.]{0,70}@[a-z0-9-]{0,70}(\.[a-z0-9-]{0,65}){0,4}"))
+@settings(max_examples=3000)
+def test_fast_path_agrees_with_every_rule(text: str) -> None:
+    """The one-match fast path of Address.parse accepts exactly what the full checks accept."""
+    try:
+        slow: Address | str = Address._checked(text)
+    except AddressError as exc:
+        slow = f"refused: {type(exc).__name__}"
+    try:
+        fast: Address | str = Address.parse(text)
+    except AddressError as exc:
+        fast = f"refused: {type(exc).__name__}"
+    assert fast == slow

@@ -110,3 +110,20 @@ def test_fold_keeps_every_line_within_998(lengths: list[int], cuts: list[int]) -
     assert wire[:-3].replace(b"\r\n ", b"") == normalise(data).replace(b"\r\n ", b"")
     assert encoder.long_lines == sum(1 for n in lengths if n > 998)
     assert scan_body(data).long_lines == encoder.long_lines
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([0, 1, 500, 997, 998, 999, 1000, 2100]),
+            st.sampled_from([b"\r\n", b"\n", b"\r", b"\r\r", b"\n\r", b""]),
+        ),
+        max_size=6,
+    )
+)
+def test_has_long_line_matches_splitlines(parts: list[tuple[int, bytes]]) -> None:
+    """The LF-jumping fast path of has_long_line agrees with splitting at every line end."""
+    from mxsend.protocol._encoder import has_long_line
+
+    data = b"".join(b"x" * size + end for size, end in parts)
+    assert has_long_line(data) == (max(map(len, data.splitlines()), default=0) > 998)

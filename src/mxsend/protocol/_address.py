@@ -8,6 +8,7 @@ and bpo-43124 injection classes).
 from __future__ import annotations
 
 import ipaddress
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -31,6 +32,12 @@ _MAX_LABEL_LENGTH = 63
 
 _LDH = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 _ATEXT = _LDH | frozenset("!#$%&'*+/=?^_`{|}~")
+# The common case, an ASCII dot-atom at a letter-digit-hyphen domain, checked in one match;
+# anything else takes the full checks below. Lengths are checked after the match.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PLAIN = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})*", re.ASCII).fullmatch
+
 # Unicode categories never allowed in an address: controls, surrogates, separators.
 _BAD_CATEGORIES = frozenset({"Cc", "Cs", "Zs", "Zl", "Zp", "Cf"})
 
@@ -131,6 +138,15 @@ class Address:
         """Validate ``local@domain`` (no angle brackets) or raise :class:`AddressError`."""
         if not isinstance(text, str):
             raise AddressError(f"address must be text, not {type(text).__name__}")
+        if _PLAIN(text) is not None and len(text) <= MAX_PATH_LENGTH - 2:
+            local, _, domain = text.rpartition("@")
+            if len(local) <= MAX_LOCAL_PART_LENGTH:
+                return cls(local, domain)
+        return cls._checked(text)
+
+    @classmethod
+    def _checked(cls, text: str) -> Address:
+        """:meth:`parse` without the fast path: every rule, one at a time."""
         local, at, domain = text.rpartition("@")
         if not at or not local:
             raise AddressError(f"{text!r} is not an address of the form local-part@domain")

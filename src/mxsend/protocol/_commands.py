@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from mxsend.protocol._errors import LocalProtocolError
 
-__all__ = ["MAX_AUTH_LINE_LENGTH", "MAX_COMMAND_LINE_LENGTH", "Command", "Verb"]
+__all__ = ["MAX_AUTH_LINE_LENGTH", "MAX_COMMAND_LINE_LENGTH", "Command", "Verb", "command_line"]
 
 # RFC 5321 4.5.3.1.4: 512 octets, plus room for the parameters of extensions (RFC 1869 4.1.2
 # allows each MAIL/RCPT extension to add to it).
@@ -47,21 +47,29 @@ class Command:
     sensitive: bool = False
 
     def to_bytes(self) -> bytes:
-        words = [] if self.verb is Verb.AUTH and not self.argument else [self.verb.value]
+        words = [] if self.verb is Verb.AUTH and not self.argument else [_WORDS[self.verb]]
         if self.argument:
             words.append(self.argument)
         words.extend(self.params)
-        line = " ".join(words).encode("utf-8")
-        # Defence in depth: values are validated where they are made, but no command line may
-        # ever carry a line break or NUL (that is how commands get injected).
-        if b"\r" in line or b"\n" in line or b"\0" in line:
-            raise LocalProtocolError(f"refusing to send {self.verb.value} with CR, LF or NUL")
-        limit = MAX_AUTH_LINE_LENGTH if self.verb is Verb.AUTH else MAX_COMMAND_LINE_LENGTH
-        if len(line) + 2 > limit:
-            raise LocalProtocolError(f"{self.verb.value} line longer than {limit} octets")
-        return line + b"\r\n"
+        return command_line(self.verb, " ".join(words))
 
     def for_trace(self) -> str:
         if self.sensitive:
             return f"AUTH {self.argument} <redacted>" if self.argument else "<redacted>"
         return self.to_bytes().decode("utf-8").rstrip("\r\n")
+
+
+_WORDS = {verb: verb.value for verb in Verb}  # Enum's .value is a descriptor call
+
+
+def command_line(verb: Verb, text: str) -> bytes:
+    """``text`` CRLF as wire bytes, refused when it could be read as more than one command."""
+    # Defence in depth: values are validated where they are made, but no command line may
+    # ever carry a line break or NUL (that is how commands get injected).
+    if "\r" in text or "\n" in text or "\0" in text:
+        raise LocalProtocolError(f"refusing to send {verb.value} with CR, LF or NUL")
+    line = text.encode("utf-8") + b"\r\n"
+    limit = MAX_AUTH_LINE_LENGTH if verb is Verb.AUTH else MAX_COMMAND_LINE_LENGTH
+    if len(line) > limit:
+        raise LocalProtocolError(f"{verb.value} line longer than {limit} octets")
+    return line

@@ -25,7 +25,7 @@ from typing import NoReturn
 from mxsend.protocol._address import validate_domain
 from mxsend.protocol._auth import Mechanism
 from mxsend.protocol._capabilities import Capabilities
-from mxsend.protocol._commands import Command, Verb
+from mxsend.protocol._commands import Command, Verb, command_line
 from mxsend.protocol._encoder import BodyEncoder, LinePolicy
 from mxsend.protocol._errors import (
     CleartextAuthError,
@@ -57,6 +57,18 @@ from mxsend.protocol._reply import Reply, ReplyParser
 from mxsend.protocol._state import Input, State, transition
 
 __all__ = ["MAX_AUTH_ROUNDS", "ClientConfig", "ClientConnection", "Trace"]
+
+_DATA, _RSET, _NOOP, _QUIT, _STARTTLS = (
+    b"DATA\r\n",
+    b"RSET\r\n",
+    b"NOOP\r\n",
+    b"QUIT\r\n",
+    b"STARTTLS\r\n",
+)
+
+# The two transitions every message makes are written inline (begin_transaction, end_body).
+assert transition(State.READY, Input.BEGIN_TRANSACTION) is State.MAIL
+assert transition(State.MAIL, Input.END_BODY) is State.READY
 
 # A SASL exchange longer than this is a server stalling us (SCRAM needs 2 rounds).
 MAX_AUTH_ROUNDS = 8
@@ -156,6 +168,9 @@ class ClientConnection:
         self._out: list[bytes] = []
         self._events: deque[Event] = deque()
         self._capabilities = Capabilities()
+        self._pipelining = False  # these three follow _capabilities: see _set_capabilities
+        self._size_limit: int | None = None
+        self._offers_size = False
         self._encrypted = config.implicit_tls
         self._mechanism: Mechanism | None = None
         self._auth_rounds = 0
@@ -183,7 +198,7 @@ class ClientConnection:
 
     @property
     def pipelining(self) -> bool:
-        return self.config.pipelining and self._capabilities.pipelining
+        return self._pipelining
 
     @property
     def idle(self) -> bool:
@@ -316,7 +331,7 @@ class ClientConnection:
         if self._encrypted:
             raise LocalProtocolError("the channel is already encrypted")
         self._move(Input.START_TLS)
-        self._send(Command(Verb.STARTTLS), _Expect(Verb.STARTTLS))
+        self._write(_STARTTLS, _Expect(Verb.STARTTLS))
 
     def tls_established(self) -> None:
         """TLS is up: forget everything learnt in cleartext and say EHLO again (RFC 3207 4.2)."""
@@ -324,9 +339,9 @@ class ClientConnection:
             raise LocalProtocolError(f"tls_established() in state {self._state.name}")
         self._move(Input.TLS_ESTABLISHED)
         self._encrypted = True
-        self._capabilities = Capabilities()
+        self._set_capabilities(Capabilities())
         self._parser = ReplyParser()
-        self._send(Command(Verb.EHLO, self.config.helo_name), _Expect(Verb.EHLO))
+        self._write(self._hello(Verb.EHLO), _Expect(Verb.EHLO))
 
     def authenticate(self, mechanism: Mechanism) -> None:
         """Start AUTH (RFC 4954) with ``mechanism``; only on an encrypted channel unless the
@@ -345,7 +360,7 @@ class ClientConnection:
         self._move(Input.AUTHENTICATE)
         self._mechanism = mechanism
         self._auth_rounds = 0
-        self._write(line, command, _Expect(Verb.AUTH))
+        self._write(line, _Expect(Verb.AUTH), command)
 
     def begin_transaction(self, envelope: Envelope) -> int:
         """Send MAIL, RCPT for each recipient and DATA (or, with CHUNKING, prepare BDAT); with
@@ -358,30 +373,44 @@ class ClientConnection:
             raise LocalProtocolError(f"cannot begin a transaction in state {self._state.name}")
         mail_params, dropped = self._mail_parameters(envelope)
         caps = self._capabilities
+        # Lines are built (and may raise) before any state changes.
+        mail = "MAIL FROM:" + _path(envelope.sender)
+        if mail_params:
+            mail += " " + " ".join(mail_params)
+        lines = [command_line(Verb.MAIL, mail)]
+        dsn = caps.dsn
+        for recipient in envelope.recipients:
+            rcpt = f"RCPT TO:<{recipient.address}>"
+            if dsn and (rcpt_params := recipient.options.parameters()):
+                rcpt += " " + " ".join(rcpt_params)
+            lines.append(command_line(Verb.RCPT, rcpt))
         txn = _Transaction(
             self._next_id, envelope, self.config.chunking and caps.chunking, self.config.line_policy
         )
         txn.dropped = dropped
-        commands = [Command(Verb.MAIL, "FROM:" + _path(envelope.sender), mail_params)]
-        for recipient in envelope.recipients:
-            rcpt_params = recipient.options.parameters() if caps.dsn else ()
-            commands.append(Command(Verb.RCPT, "TO:" + _path(recipient.address), rcpt_params))
-        lines = [c.to_bytes() for c in commands]  # may raise: before any state changes
         self._next_id += 1
-        self._move(Input.BEGIN_TRANSACTION)
+        self._state = State.MAIL  # READY --begin_transaction--> MAIL, checked above
         self._current = txn
         self._transactions.append(txn)
         if self._needs_reset:
             self._needs_reset = False
-            self._send(Command(Verb.RSET), _Expect(Verb.RSET))
-        self._write(lines[0], commands[0], _Expect(Verb.MAIL, txn))
-        for index, (line, command) in enumerate(zip(lines[1:], commands[1:], strict=True)):
-            self._write(line, command, _Expect(Verb.RCPT, txn, index))
+            self._write(_RSET, _Expect(Verb.RSET))
+        expects = [_Expect(Verb.MAIL, txn)]
+        expects += [_Expect(Verb.RCPT, txn, index) for index in range(len(lines) - 1)]
+        if not txn.use_bdat:
+            lines.append(_DATA)
+            expects.append(_Expect(Verb.DATA, txn))
+        if self._trace is None and self.pipelining:
+            # Nothing to trace or hold: the whole group goes out in one write (RFC 2920).
+            txn.outstanding += len(lines)
+            self._out += lines
+            self._expected += expects
+        else:
+            for line, expect in zip(lines, expects, strict=True):
+                self._write(line, expect)
         if txn.use_bdat:
             txn.body_requested = True
             self._events.append(BodyRequested(txn.id))
-        else:
-            self._send(Command(Verb.DATA), _Expect(Verb.DATA, txn))
         return txn.id
 
     def send_body(self, data: bytes) -> None:
@@ -402,7 +431,7 @@ class ClientConnection:
     def end_body(self) -> None:
         """End the content: ``.`` CRLF after DATA, or BDAT ... LAST (RFC 3030)."""
         txn = self._body_transaction()
-        self._move(Input.END_BODY)
+        self._state = State.READY  # MAIL --end_body--> READY: _body_transaction checked it
         self._current = None
         if txn.failure is not None:
             self._settle(txn)
@@ -423,18 +452,18 @@ class ClientConnection:
     def reset(self) -> None:
         """Send RSET (RFC 5321 4.1.1.5), e.g. to probe a reused connection."""
         self._require_ready("RSET")
-        self._send(Command(Verb.RSET), _Expect(Verb.RSET))
+        self._write(_RSET, _Expect(Verb.RSET))
 
     def noop(self) -> None:
         """Send NOOP (RFC 5321 4.1.1.9)."""
         self._require_ready("NOOP")
-        self._send(Command(Verb.NOOP), _Expect(Verb.NOOP))
+        self._write(_NOOP, _Expect(Verb.NOOP))
 
     def quit(self) -> None:
         """Send QUIT; after a pipelined final dot it may share its write."""
         self._require_ready("QUIT")
         self._move(Input.QUIT)
-        self._send(Command(Verb.QUIT), _Expect(Verb.QUIT))
+        self._write(_QUIT, _Expect(Verb.QUIT))
 
     # -- helpers for the caller's actions ---------------------------------------------------
 
@@ -457,13 +486,22 @@ class ClientConnection:
         caps, options = self._capabilities, envelope.options
         params: list[str] = []
         dropped: list[str] = []
-        if options.size is not None:
-            if caps.size is not None and options.size > caps.size:
+        size = options.size
+        if size is not None:
+            limit = self._size_limit
+            if limit is not None and size > limit:
                 raise MessageTooLargeError(
-                    f"message of {options.size} octets exceeds the server's limit of {caps.size}"
+                    f"message of {size} octets exceeds the server's limit of {limit}"
                 )
-            if "SIZE" in caps:
-                params.append(f"SIZE={options.size}")
+            if self._offers_size:
+                params.append(f"SIZE={size}")
+        if (
+            options.body is None
+            and not options.requiretls
+            and not envelope.needs_smtputf8
+            and not envelope.wants_dsn
+        ):
+            return tuple(params), ()  # the common case: nothing more to decide
         if options.body is not None:
             if caps.eightbitmime:
                 params.append(f"BODY={options.body.value}")
@@ -482,7 +520,7 @@ class ClientConnection:
                     enhanced="5.6.7",
                 )
             params.append("SMTPUTF8")
-        wants_dsn = options.wants_dsn or any(r.options.wants_dsn for r in envelope.recipients)
+        wants_dsn = envelope.wants_dsn
         if wants_dsn and caps.dsn:
             if options.ret is not None:
                 params.append(f"RET={options.ret.value}")
@@ -504,15 +542,15 @@ class ClientConnection:
 
     def _bdat(self, txn: _Transaction, chunk: bytes, *, last: bool) -> None:
         argument = f"{len(chunk)} LAST" if last else str(len(chunk))
-        command = Command(Verb.BDAT, argument)
-        self._write(command.to_bytes() + chunk, command, _Expect(Verb.BDAT, txn, int(last)))
+        line = command_line(Verb.BDAT, "BDAT " + argument)
+        self._write(line + chunk, _Expect(Verb.BDAT, txn, int(last)))
 
     # -- output -----------------------------------------------------------------------------
 
-    def _send(self, command: Command, expect: _Expect) -> None:
-        self._write(command.to_bytes(), command, expect)
+    def _hello(self, verb: Verb) -> bytes:
+        return command_line(verb, f"{verb.value} {self.config.helo_name}")
 
-    def _write(self, line: bytes, command: Command, expect: _Expect) -> None:
+    def _write(self, line: bytes, expect: _Expect, command: Command | None = None) -> None:
         """Write now when pipelining (or nothing is outstanding), else hold it (RFC 2920)."""
         if expect.transaction is not None:
             expect.transaction.outstanding += 1
@@ -530,6 +568,8 @@ class ClientConnection:
                 self._trace("C", f"{size} <message content>")
             elif command is not None:
                 self._trace("C", command.for_trace())
+            elif expect.verb is Verb.AUTH:
+                self._trace("C", "<redacted>")
             else:
                 self._trace("C", line.decode("utf-8", "replace").rstrip("\r\n"))
 
@@ -568,30 +608,29 @@ class ClientConnection:
 
     def _handle(self, reply: Reply) -> None:
         self._replies += 1
-        if not self._expected:
-            if reply.code == 421:  # a server may announce shutdown unasked (RFC 5321 3.8)
-                self._server_closing(reply)
-                return
-            raise RemoteProtocolError(f"reply with no command outstanding: {reply}")
-        if reply.code == 421:
+        code = reply.code
+        if code == 421:  # a server may announce shutdown at any time, even unasked (RFC 5321 3.8)
             self._server_closing(reply)
             return
+        if not self._expected:
+            raise RemoteProtocolError(f"reply with no command outstanding: {reply}")
         expect = self._expected.popleft()
         self._sent -= 1
         txn = expect.transaction
         if txn is not None:
             txn.outstanding -= 1
-        if reply.is_intermediate and expect.verb not in (Verb.DATA, Verb.AUTH):
-            raise RemoteProtocolError(f"unexpected {reply.code} reply to {expect.verb.value}")
-        handler = _HANDLERS[expect.verb]
-        handler(self, reply, expect)
-        self._release()
+        verb = expect.verb
+        if 300 <= code < 400 and verb is not Verb.DATA and verb is not Verb.AUTH:
+            raise RemoteProtocolError(f"unexpected {code} reply to {verb.value}")
+        _HANDLERS[verb](self, reply, expect)
+        if self._held:
+            self._release()
 
     def _on_greeting(self, reply: Reply, _: _Expect) -> None:
         if reply.is_positive:
             self._move(Input.GREETING_OK)
             self._events.append(Greeted(reply))
-            self._send(Command(Verb.EHLO, self.config.helo_name), _Expect(Verb.EHLO))
+            self._write(self._hello(Verb.EHLO), _Expect(Verb.EHLO))
         else:
             self._refused(Input.GREETING_REFUSED, reply)
 
@@ -600,7 +639,7 @@ class ClientConnection:
             self._ready(Capabilities.from_ehlo(reply), reply)
         elif reply.is_permanent and self.config.helo_fallback and not self._encrypted:
             self._move(Input.HELLO_RETRY)
-            self._send(Command(Verb.HELO, self.config.helo_name), _Expect(Verb.HELO))
+            self._write(self._hello(Verb.HELO), _Expect(Verb.HELO))
         else:
             self._refused(Input.HELLO_REFUSED, reply)
 
@@ -612,14 +651,21 @@ class ClientConnection:
 
     def _ready(self, capabilities: Capabilities, reply: Reply) -> None:
         self._move(Input.HELLO_OK)
-        self._capabilities = capabilities
+        self._set_capabilities(capabilities)
         self._parser.enhanced_status_codes = capabilities.enhanced_status_codes
         self._events.append(Ready(capabilities, reply, self._encrypted))
+
+    def _set_capabilities(self, capabilities: Capabilities) -> None:
+        # Asked for every transaction: worked out once per EHLO.
+        self._capabilities = capabilities
+        self._pipelining = self.config.pipelining and capabilities.pipelining
+        self._size_limit = capabilities.size
+        self._offers_size = "SIZE" in capabilities
 
     def _refused(self, event: Input, reply: Reply) -> None:
         self._move(event)
         self._events.append(SessionRefused(reply))
-        self._send(Command(Verb.QUIT), _Expect(Verb.QUIT))
+        self._write(_QUIT, _Expect(Verb.QUIT))
 
     def _on_starttls(self, reply: Reply, _: _Expect) -> None:
         if reply.code != 220:
@@ -645,7 +691,8 @@ class ClientConnection:
                 raise RemoteProtocolError("AUTH challenge is not base64") from None
             answer = base64.b64encode(mechanism.respond(challenge)).decode("ascii")
             self._move(Input.AUTH_CHALLENGE)
-            self._send(Command(Verb.AUTH, "", (answer,), sensitive=True), _Expect(Verb.AUTH))
+            command = Command(Verb.AUTH, "", (answer,), sensitive=True)
+            self._write(command.to_bytes(), _Expect(Verb.AUTH), command)
             return
         self._mechanism = None
         if reply.code == 235:

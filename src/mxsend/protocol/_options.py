@@ -135,10 +135,13 @@ class RcptOptions:
         return tuple(params)
 
 
+_NO_RCPT_OPTIONS = RcptOptions()  # immutable, so every plain recipient shares it
+
+
 @dataclass(frozen=True, slots=True)
 class Recipient:
     address: Address
-    options: RcptOptions = field(default_factory=RcptOptions)
+    options: RcptOptions = _NO_RCPT_OPTIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,10 +151,20 @@ class Envelope:
     sender: Address | None
     recipients: tuple[Recipient, ...]
     options: MailOptions = field(default_factory=MailOptions)
+    # Facts about every recipient, found once here rather than for each session.
+    _utf8: bool = field(init=False, repr=False, compare=False)
+    _dsn: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.recipients:
             raise ParameterError("an envelope needs at least one recipient")
+        utf8 = self.options.smtputf8 or (self.sender is not None and self.sender.needs_smtputf8)
+        dsn = self.options.wants_dsn
+        for r in self.recipients:
+            utf8 = utf8 or not r.address.local_part.isascii()
+            dsn = dsn or (r.options is not _NO_RCPT_OPTIONS and r.options.wants_dsn)
+        object.__setattr__(self, "_utf8", utf8)
+        object.__setattr__(self, "_dsn", dsn)
 
     @classmethod
     def build(
@@ -162,16 +175,23 @@ class Envelope:
         rcpt_options: RcptOptions | None = None,
     ) -> Envelope:
         """Validate addresses given as text; ``sender`` of None or ``""`` is the null path."""
-        each = rcpt_options or RcptOptions()
+        each = rcpt_options or _NO_RCPT_OPTIONS
+        parse = Address.parse
         return cls(
-            Address.parse(sender) if sender else None,
-            tuple(Recipient(Address.parse(r), each) for r in recipients),
-            options or MailOptions(),
+            parse(sender) if sender else None,
+            tuple([Recipient(parse(r), each) for r in recipients]),
+            options or _NO_MAIL_OPTIONS,
         )
 
     @property
     def needs_smtputf8(self) -> bool:
         """True when an address (or ORCPT) has a UTF-8 local part (RFC 6531)."""
-        if self.options.smtputf8 or (self.sender is not None and self.sender.needs_smtputf8):
-            return True
-        return any(r.address.needs_smtputf8 for r in self.recipients)
+        return self._utf8
+
+    @property
+    def wants_dsn(self) -> bool:
+        """True when MAIL or any RCPT carries a DSN parameter (RFC 3461)."""
+        return self._dsn
+
+
+_NO_MAIL_OPTIONS = MailOptions()

@@ -115,32 +115,45 @@ class ReplyParser:
     __slots__ = (
         "_buffer",
         "_code",
+        "_enhanced",
         "_known",
         "_lines",
         "_pos",
         "_size",
-        "enhanced_status_codes",
     )
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        # Replies usually arrive whole, so the bytes received are kept as they came and
+        # sliced; only a partial line is ever copied, once, when the rest arrives.
+        self._buffer = b""
         self._pos = 0
         self._code = 0
         self._lines: list[str] = []
         self._size = 0
         # One-line replies seen on this connection ("250 2.1.0 Ok" comes with every message):
         # a Reply is immutable, so an identical line can share it. Bounded, and per parser.
-        self._known: dict[tuple[bytes, bool], Reply] = {}
-        #: Parse RFC 3463 codes from reply text; set once the server advertises
-        #: ENHANCEDSTATUSCODES (RFC 2034).
-        self.enhanced_status_codes = False
+        self._known: dict[bytes, Reply] = {}
+        self._enhanced = False
+
+    @property
+    def enhanced_status_codes(self) -> bool:
+        """Parse RFC 3463 codes from reply text; set once the server advertises
+        ENHANCEDSTATUSCODES (RFC 2034)."""
+        return self._enhanced
+
+    @enhanced_status_codes.setter
+    def enhanced_status_codes(self, value: bool) -> None:
+        if value != self._enhanced:
+            self._known.clear()  # the same line now parses differently
+        self._enhanced = value
 
     def feed(self, data: bytes) -> None:
         """Add received bytes; parse them with :meth:`next_reply`."""
-        if self._pos and self._pos == len(self._buffer):
-            self._buffer.clear()
-            self._pos = 0
-        self._buffer += data
+        if self._pos == len(self._buffer):
+            self._buffer = bytes(data)
+        else:
+            self._buffer = self._buffer[self._pos :] + data
+        self._pos = 0
 
     @property
     def pending(self) -> int:
@@ -152,39 +165,31 @@ class ReplyParser:
         """Up to three octets of the code of the reply still incomplete (b"" when none)."""
         if self._lines:
             return str(self._code).encode()
-        return bytes(self._buffer[self._pos : self._pos + 3])
+        return self._buffer[self._pos : self._pos + 3]
 
     def next_reply(self) -> Reply | None:
         """The next complete reply, or None until more bytes arrive."""
         buffer = self._buffer
         while True:
-            end = buffer.find(b"\n", self._pos)
-            if end < 0:
-                if len(buffer) - self._pos >= MAX_LINE_LENGTH:
-                    raise RemoteProtocolError(f"reply line longer than {MAX_LINE_LENGTH} octets")
-                self._compact()
-                return None
             start = self._pos
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                if len(buffer) - start >= MAX_LINE_LENGTH:
+                    raise RemoteProtocolError(f"reply line longer than {MAX_LINE_LENGTH} octets")
+                return None
             if end + 1 - start > MAX_LINE_LENGTH:
                 raise RemoteProtocolError(f"reply line longer than {MAX_LINE_LENGTH} octets")
             self._pos = end + 1
-            stop = end - 1 if end > start and buffer[end - 1] == 0x0D else end
-            line = bytes(buffer[start:stop])
-            key = (line, self.enhanced_status_codes)
-            if not self._lines and (known := self._known.get(key)) is not None:
+            line = buffer[start : end - 1 if end > start and buffer[end - 1] == 0x0D else end]
+            if not self._lines and (known := self._known.get(line)) is not None:
                 return known
             reply = self._line(line)
             if reply is not None:
                 if len(reply.lines) == 1:
                     if len(self._known) >= _KNOWN_REPLIES:
                         self._known.clear()
-                    self._known[key] = reply
+                    self._known[line] = reply
                 return reply
-
-    def _compact(self) -> None:
-        if self._pos:
-            del self._buffer[: self._pos]
-            self._pos = 0
 
     def _line(self, line: bytes) -> Reply | None:
         if _REPLY_LINE.match(line) is None:
@@ -206,7 +211,7 @@ class ReplyParser:
         self._lines.clear()
         self._size = 0
         enhanced = None
-        if self.enhanced_status_codes:
+        if self._enhanced:
             enhanced = EnhancedStatus.parse(lines[0])
             if enhanced is not None and enhanced.klass != code // 100:
                 enhanced = None

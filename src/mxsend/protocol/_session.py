@@ -126,22 +126,8 @@ class SessionDriver:
 
     def handle(self, event: Event) -> None:
         conn = self.connection
-        if isinstance(event, Ready):
-            if not event.encrypted and self._starttls and event.capabilities.starttls:
-                conn.start_tls()
-            else:
-                self._without_tls(event.encrypted, "the server does not offer STARTTLS")
-        elif isinstance(event, TLSRequested):
-            pass  # the I/O layer starts TLS, then calls connection.tls_established()
-        elif isinstance(event, TLSRefused):
-            # A refusal's code is not trusted: a man in the middle can forge a 5xx (RFC 3207 6).
-            self._without_tls(False, f"the server refused STARTTLS: {event.reply}")
-        elif isinstance(event, Authenticated):
-            self._next()
-        elif isinstance(event, AuthenticationFailed):
-            self.auth_failed = event.reply
-            self._quit()
-        elif isinstance(event, BodyRequested):
+        # The two events of every message first: the others come once a session.
+        if isinstance(event, BodyRequested):
             body = self._bodies.pop(event.transaction_id)
             data = _in_memory(body)
             if data is not None and len(data) <= INLINE_BODY:
@@ -158,6 +144,21 @@ class SessionDriver:
                 result = _with_failure(result, failure)
             self._result(self._positions.pop(result.transaction_id), result)
             self._next()
+        elif isinstance(event, Ready):
+            if not event.encrypted and self._starttls and event.capabilities.starttls:
+                conn.start_tls()
+            else:
+                self._without_tls(event.encrypted, "the server does not offer STARTTLS")
+        elif isinstance(event, TLSRequested):
+            pass  # the I/O layer starts TLS, then calls connection.tls_established()
+        elif isinstance(event, TLSRefused):
+            # A refusal's code is not trusted: a man in the middle can forge a 5xx (RFC 3207 6).
+            self._without_tls(False, f"the server refused STARTTLS: {event.reply}")
+        elif isinstance(event, Authenticated):
+            self._next()
+        elif isinstance(event, AuthenticationFailed):
+            self.auth_failed = event.reply
+            self._quit()
 
     def end_stream(self) -> None:
         """The streamed content has all been given to ``send_body()``: end it, go on."""

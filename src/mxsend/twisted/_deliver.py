@@ -5,8 +5,9 @@ Reads top to bottom as ``async def``; the public face returns Deferreds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import islice
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.internet.endpoints import (
@@ -35,10 +36,12 @@ from mxsend.twisted._dns import DNSRouter
 from mxsend.twisted._protocol import SessionOutcome, SMTPClientProtocol
 from mxsend.twisted._tls import ClientTLS
 
-__all__ = ["Decided", "Deliverer", "deliver"]
+__all__ = ["Decided", "Deliverer", "Reported", "deliver"]
 
 #: ``on_decided(index, report)``: a recipient of ``messages[index]`` was settled for good.
 Decided = Callable[[int, RecipientReport], None]
+#: ``on_report(index, report)``: every recipient of the message at ``index`` has its outcome.
+Reported = Callable[[int, MessageReport], None]
 
 
 @dataclass
@@ -91,34 +94,80 @@ class Deliverer:
         """
         return Deferred.fromCoroutine(self._deliver(list(messages), on_decided))
 
+    def stream(
+        self,
+        messages: Iterable[Message],
+        on_report: Reported,
+        *,
+        on_decided: Decided | None = None,
+        window: int = 1000,
+    ) -> Deferred[int]:
+        """Deliver ``messages`` as they are read, ``window`` at a time, and pass each one's
+        report to ``on_report(index, report)`` as soon as its window is settled; nothing is
+        kept afterwards, so memory stays bounded however many there are (read them from a
+        generator). Fires with the number of messages. ``on_decided`` is as for
+        :meth:`deliver`, with indices counted over the whole stream."""
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        return Deferred.fromCoroutine(self._stream(iter(messages), on_report, on_decided, window))
+
+    async def _stream(
+        self,
+        messages: Iterator[Message],
+        on_report: Reported,
+        on_decided: Decided | None,
+        window: int,
+    ) -> int:
+        done = 0
+        while batch := list(islice(messages, window)):
+            decided = on_decided if on_decided is None or not done else _shifted(on_decided, done)
+            reports = await self._deliver(batch, decided)
+            del batch  # the reports hold the messages until they are passed on
+            for index, report in enumerate(reports):
+                on_report(done + index, report)
+            done += len(reports)
+        return done
+
     async def _deliver(
         self, messages: list[Message], on_decided: Decided | None
     ) -> list[MessageReport]:
         groups: dict[str, list[tuple[int, Message]]] = {}
-        for index, message in enumerate(messages):
+        split: set[int] = set()  # messages whose recipients go to more than one destination
+        if self._options.smarthost:
+            groups[""] = list(enumerate(messages))
+        for index, message in enumerate(messages if not groups else ()):
+            recipients = message.envelope.recipients
+            first = recipients[0].address.domain.lower()
+            if all(r.address.domain.lower() == first for r in recipients[1:]):
+                groups.setdefault(first, []).append((index, message))
+                continue
+            split.add(index)
             by_domain: dict[str, list[Recipient]] = {}
-            for recipient in message.envelope.recipients:
+            for recipient in recipients:
                 by_domain.setdefault(self.destination(recipient.address), []).append(recipient)
-            for domain, recipients in by_domain.items():
-                part = message
-                if len(by_domain) > 1:
-                    envelope = replace(message.envelope, recipients=tuple(recipients))
-                    part = Message(envelope, message.content)
+            for domain, some in by_domain.items():
+                part = Message(replace(message.envelope, recipients=tuple(some)), message.content)
                 groups.setdefault(domain, []).append((index, part))
         semaphore = DeferredSemaphore(self._options.limits.parallel)
         jobs = [
             semaphore.run(self._destination, domain, group, on_decided)
             for domain, group in groups.items()
         ]
+        whole: dict[int, tuple[RecipientReport, ...]] = {}
         found: dict[tuple[int, str], RecipientReport] = {}
         for job in jobs:
             for index, reports in await job:
+                if index not in split:
+                    whole[index] = tuple(reports)  # in the envelope's order already
+                    continue
                 for report in reports:
                     found[(index, report.recipient)] = report
         return [
             MessageReport(
                 message,
-                tuple(found[(i, str(r.address))] for r in message.envelope.recipients),
+                whole[i]
+                if i not in split
+                else tuple(found[(i, str(r.address))] for r in message.envelope.recipients),
             )
             for i, message in enumerate(messages)
         ]
@@ -353,6 +402,10 @@ class Deliverer:
                 options.trace("*", f"connection to [{address}]:{port} failed: {exc}")
             return None, driver
         return await protocol.done, driver
+
+
+def _shifted(on_decided: Decided, offset: int) -> Decided:
+    return lambda index, report: on_decided(offset + index, report)
 
 
 def _early(

@@ -45,6 +45,7 @@ from mxsend.twisted._tls import ClientTLS
 __all__ = ["SMTPClientProtocol", "SessionOutcome"]
 
 _HANDSHAKE = "TLS handshake"  # what awaits while STARTTLS's handshake runs
+_SESSION_EVENTS = frozenset({TLSRequested, SessionRefused, ServerClosing})
 _CLOSED = Failure(ConnectionError("connection closed"))  # type: ignore[no-untyped-call]
 
 
@@ -90,6 +91,7 @@ class SMTPClientProtocol(Protocol):
         self._handshaking = False
         self._chunks: Iterator[bytes] | None = None  # the content being streamed
         self._block: IDelayedCall | None = None  # deadline for the chunk last written
+        self._seconds: dict[str, float] = {}  # stage -> its timeout, looked up once
 
     def connectionMade(self) -> None:
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
@@ -223,14 +225,16 @@ class SMTPClientProtocol(Protocol):
         )
 
     def _drain(self) -> None:
-        while (event := self._conn.next_event()) is not None:
-            if isinstance(event, TLSRequested):
-                self._start_tls()
-            elif isinstance(event, SessionRefused):
-                self.outcome.refused = event.reply
-            elif isinstance(event, ServerClosing):
-                self.outcome.closing = event.reply
-            self._driver.handle(event)
+        next_event, handle = self._conn.next_event, self._driver.handle
+        while (event := next_event()) is not None:
+            if type(event) in _SESSION_EVENTS:  # a few per session; the rest go straight on
+                if isinstance(event, TLSRequested):
+                    self._start_tls()
+                elif isinstance(event, SessionRefused):
+                    self.outcome.refused = event.reply
+                elif isinstance(event, ServerClosing):
+                    self.outcome.closing = event.reply
+            handle(event)
 
     def _start_tls(self) -> None:
         assert self._starttls is not None and self.transport is not None
@@ -245,13 +249,21 @@ class SMTPClientProtocol(Protocol):
         awaiting = self._conn.awaiting
         if awaiting is not None and self._handshaking:
             awaiting = (-1, _HANDSHAKE)  # under the starttls deadline until it completes
-        if self._deadline is not None and self._deadline[0] == awaiting:
+        deadline = self._deadline
+        if deadline is not None and deadline[0] == awaiting:
             return
-        self._cancel_deadline()
-        if awaiting is not None:
-            stage = awaiting[1]
-            call = self._clock.callLater(self._timeouts.for_reply(stage), self._timed_out, stage)
-            self._deadline = (awaiting, call)
+        if awaiting is None:
+            self._cancel_deadline()
+            return
+        seconds = self._seconds.get(awaiting[1])
+        if seconds is None:
+            seconds = self._seconds[awaiting[1]] = self._timeouts.for_reply(awaiting[1])
+        if deadline is not None and deadline[1].active():
+            # Moving a pending call is cheaper than cancelling it and scheduling another.
+            deadline[1].reset(seconds)
+            self._deadline = (awaiting, deadline[1])
+        else:
+            self._deadline = (awaiting, self._clock.callLater(seconds, self._timed_out))
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None:
@@ -259,7 +271,9 @@ class SMTPClientProtocol(Protocol):
                 self._deadline[1].cancel()
             self._deadline = None
 
-    def _timed_out(self, stage: str) -> None:
+    def _timed_out(self) -> None:
+        assert self._deadline is not None
+        stage = self._deadline[0][1]
         self._deadline = None
         if stage == _HANDSHAKE:
             self._abort("timed out in the TLS handshake", FailureKind.TIMEOUT)
