@@ -12,7 +12,7 @@ import statistics
 import time
 
 from mxsend.protocol import (
-    BodyRequested,
+    BodySent,
     ClientConfig,
     ClientConnection,
     Envelope,
@@ -44,13 +44,12 @@ def ready_connection() -> ClientConnection:
 
 
 def one_transaction(conn: ClientConnection, envelope: Envelope) -> int:
-    conn.begin_transaction(envelope)
+    # As SessionDriver does for small content: given with the transaction, sent on the 354.
+    conn.begin_transaction(envelope, BODY)
     sent = len(conn.data_to_send())
     conn.receive_data(ENVELOPE_REPLIES)
     event = conn.next_event()
-    assert isinstance(event, BodyRequested)
-    conn.send_body(BODY)
-    conn.end_body()
+    assert isinstance(event, BodySent)
     sent += len(conn.data_to_send())
     conn.receive_data(FINAL)
     event = conn.next_event()

@@ -23,6 +23,7 @@ EXPECTED = {
     "BodyEncoder",
     "BodyInfo",
     "BodyRequested",
+    "BodySent",
     "Capabilities",
     "CHUNK_SIZE",
     "CleartextAuthError",

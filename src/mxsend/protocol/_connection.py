@@ -39,6 +39,7 @@ from mxsend.protocol._events import (
     Authenticated,
     AuthenticationFailed,
     BodyRequested,
+    BodySent,
     Closed,
     Event,
     Greeted,
@@ -98,9 +99,11 @@ class _Transaction:
     """Book-keeping for one MAIL transaction while its replies come in."""
 
     __slots__ = (
+        "accepted",
         "bdat_held",
         "body_requested",
         "body_sent",
+        "content",
         "dropped",
         "encoder",
         "envelope",
@@ -113,24 +116,22 @@ class _Transaction:
         "use_bdat",
     )
 
-    def __init__(self, ident: int, envelope: Envelope, use_bdat: bool, policy: LinePolicy):
+    def __init__(self, ident: int, envelope: Envelope, use_bdat: bool, encoder: BodyEncoder):
         self.id = ident
         self.envelope = envelope
         self.use_bdat = use_bdat
-        self.encoder = BodyEncoder(dot_stuff=not use_bdat, line_policy=policy)
+        self.encoder = encoder
+        self.content: bytes | None = None  # given up front, encoded: sent on 354 by itself
         self.dropped: tuple[str, ...] = ()
         self.mail_reply: Reply | None = None
         self.rcpt_replies: list[Reply | None] = [None] * len(envelope.recipients)
+        self.accepted = 0  # recipients the server took
         self.failure: Reply | None = None  # the reply that ended it before the final reply
         self.final_reply: Reply | None = None
         self.outstanding = 0  # replies still expected for it
         self.body_requested = False
         self.body_sent = False  # end of data written: the final reply decides
         self.bdat_held = b""  # one encoded chunk kept back so the last can carry LAST
-
-    @property
-    def accepted(self) -> int:
-        return sum(1 for r in self.rcpt_replies if r is not None and r.is_positive)
 
     @property
     def mail_ok(self) -> bool:
@@ -362,12 +363,18 @@ class ClientConnection:
         self._auth_rounds = 0
         self._write(line, _Expect(Verb.AUTH), command)
 
-    def begin_transaction(self, envelope: Envelope) -> int:
+    def begin_transaction(self, envelope: Envelope, content: bytes | None = None) -> int:
         """Send MAIL, RCPT for each recipient and DATA (or, with CHUNKING, prepare BDAT); with
         PIPELINING all in one write. Returns the transaction id used in events.
 
-        Raises :class:`ExtensionRequiredError` or :class:`MessageTooLargeError`, sending
-        nothing, when the server cannot take this message; ``err.reply`` reports it.
+        ``content`` given here (small, in memory) is encoded at once and sent by the
+        connection itself: after the 354 to DATA, or as one BDAT LAST in the same write;
+        :class:`BodySent` then says the session may go on. Without it, :class:`BodyRequested`
+        asks for the content through :meth:`send_body` and :meth:`end_body`.
+
+        Raises :class:`ExtensionRequiredError`, :class:`MessageTooLargeError` or (for
+        ``content`` under LinePolicy.REJECT) :class:`LineTooLongError`, sending nothing, when
+        the server cannot take this message; ``err.reply`` reports it.
         """
         if self._state is not State.READY:
             raise LocalProtocolError(f"cannot begin a transaction in state {self._state.name}")
@@ -384,9 +391,10 @@ class ClientConnection:
             if dsn and (rcpt_params := recipient.options.parameters()):
                 rcpt += " " + " ".join(rcpt_params)
             lines.append(command_line(Verb.RCPT, rcpt))
-        txn = _Transaction(
-            self._next_id, envelope, self.config.chunking and caps.chunking, self.config.line_policy
-        )
+        use_bdat = self.config.chunking and caps.chunking
+        encoder = BodyEncoder(dot_stuff=not use_bdat, line_policy=self.config.line_policy)
+        encoded = None if content is None else encoder.encode(content) + encoder.finish()
+        txn = _Transaction(self._next_id, envelope, use_bdat, encoder)
         txn.dropped = dropped
         self._next_id += 1
         self._state = State.MAIL  # READY --begin_transaction--> MAIL, checked above
@@ -397,9 +405,14 @@ class ClientConnection:
             self._write(_RSET, _Expect(Verb.RSET))
         expects = [_Expect(Verb.MAIL, txn)]
         expects += [_Expect(Verb.RCPT, txn, index) for index in range(len(lines) - 1)]
-        if not txn.use_bdat:
+        if not use_bdat:
             lines.append(_DATA)
             expects.append(_Expect(Verb.DATA, txn))
+            txn.content = encoded
+        elif encoded is not None:  # RFC 3030: the whole content as one last chunk
+            lines.append(command_line(Verb.BDAT, f"BDAT {len(encoded)} LAST") + encoded)
+            expects.append(_Expect(Verb.BDAT, txn, 1))
+            txn.body_sent = True
         if self._trace is None and self.pipelining:
             # Nothing to trace or hold: the whole group goes out in one write (RFC 2920).
             txn.outstanding += len(lines)
@@ -408,10 +421,18 @@ class ClientConnection:
         else:
             for line, expect in zip(lines, expects, strict=True):
                 self._write(line, expect)
-        if txn.use_bdat:
+        if use_bdat and encoded is not None:
+            self._body_out(txn)
+        elif use_bdat:
             txn.body_requested = True
             self._events.append(BodyRequested(txn.id))
         return txn.id
+
+    def _body_out(self, txn: _Transaction) -> None:
+        """Content given to begin_transaction() is written: the session goes on."""
+        self._move(Input.END_BODY)
+        self._current = None
+        self._events.append(BodySent(txn.id))
 
     def send_body(self, data: bytes) -> None:
         """Message content for the current transaction, in chunks of any size."""
@@ -716,6 +737,8 @@ class ClientConnection:
         txn = expect.transaction
         assert txn is not None
         txn.rcpt_replies[expect.index] = reply
+        if 200 <= reply.code < 300:
+            txn.accepted += 1
         if expect.index == len(txn.rcpt_replies) - 1 and txn.mail_ok and not txn.accepted:
             # Every recipient refused: nothing to send (RFC 2920 3.1 lets DATA fail for it).
             self._fail(txn, reply)
@@ -731,6 +754,17 @@ class ClientConnection:
                 txn.outstanding += 1
                 self._expected.append(_Expect(Verb.DOT, txn))
                 self._fail(txn, txn.failure or reply)
+                return
+            if txn.content is not None:
+                self._out.append(txn.content)
+                txn.content = None
+                txn.body_sent = True
+                txn.outstanding += 1
+                self._expected.append(_Expect(Verb.DOT, txn))
+                if self._trace is not None:
+                    self._trace("C", f"<{txn.encoder.size} octets of message content>")
+                    self._trace("C", ".")
+                self._body_out(txn)
                 return
             txn.body_requested = True
             self._events.append(BodyRequested(txn.id))

@@ -14,6 +14,7 @@ __all__ = [
     "Authenticated",
     "AuthenticationFailed",
     "BodyRequested",
+    "BodySent",
     "Closed",
     "Event",
     "Greeted",
@@ -117,6 +118,14 @@ class BodyRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class BodySent:
+    """The content given to ``begin_transaction()`` and the end of data are written: the
+    session may begin the next transaction (it is pipelined behind them)."""
+
+    transaction_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class TransactionCompleted:
     result: TransactionResult
 
@@ -142,6 +151,7 @@ Event = (
     | Authenticated
     | AuthenticationFailed
     | BodyRequested
+    | BodySent
     | TransactionCompleted
     | ServerClosing
     | Closed

@@ -33,6 +33,7 @@ from mxsend.protocol._events import (
     Authenticated,
     AuthenticationFailed,
     BodyRequested,
+    BodySent,
     Event,
     Ready,
     RecipientResult,
@@ -126,7 +127,7 @@ class SessionDriver:
 
     def handle(self, event: Event) -> None:
         conn = self.connection
-        # The two events of every message first: the others come once a session.
+        # The events of every message first: the others come once a session.
         if isinstance(event, BodyRequested):
             body = self._bodies.pop(event.transaction_id)
             data = _in_memory(body)
@@ -136,6 +137,8 @@ class SessionDriver:
                 self._next()
             else:
                 self.streaming = (event.transaction_id, Content.of(body))
+        elif isinstance(event, BodySent):
+            self._next()
         elif isinstance(event, TransactionCompleted):
             result = event.result
             self._bodies.pop(result.transaction_id, None)
@@ -224,14 +227,21 @@ class SessionDriver:
         conn = self.connection
         while self._messages and conn.state is State.READY:
             position, message = self._messages.popleft()
+            data = _in_memory(message.content)
+            if data is not None and len(data) > INLINE_BODY:
+                data = None  # streamed with flow control, like a file
             try:
-                self._check_lines(message.content)
-                ident = conn.begin_transaction(message.envelope)
+                if data is None:
+                    self._check_lines(message.content)
+                # Small content goes with the transaction: the connection encodes it once
+                # (refusing a long line before any command) and sends it by itself.
+                ident = conn.begin_transaction(message.envelope, data)
             except (ExtensionRequiredError, MessageTooLargeError, LineTooLongError) as refusal:
                 self.refused_positions.add(position)
                 self._result(position, _refused(message.envelope, refusal.reply))
                 continue
-            self._bodies[ident] = message.content
+            if data is None:
+                self._bodies[ident] = message.content
             self._positions[ident] = position
             return
         if not self._messages and conn.state is State.READY:

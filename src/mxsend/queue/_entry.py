@@ -114,7 +114,9 @@ class QueuedRecipient:
         """This recipient once ``attempt`` (its ``attempts``-th) has been made. The reply is
         kept to :data:`MAX_REPLY_LINES` lines of :data:`MAX_REPLY_TEXT` characters, so an
         entry stays small whatever servers say."""
-        attempt = replace(attempt, reply=_bounded(attempt.reply))
+        bounded = _bounded(attempt.reply)
+        if bounded is not attempt.reply:
+            attempt = replace(attempt, reply=bounded)
         return replace(
             self,
             state=attempt.state,
@@ -297,7 +299,8 @@ def _recipient_from_json(data: Any) -> QueuedRecipient:
     address = data.get("address")
     if not isinstance(address, str):
         raise EntryFormatError("address: expected a string")
-    options = RcptOptions(frozenset(Notify(n) for n in notify), _optional_str(data, "orcpt"))
+    orcpt = _optional_str(data, "orcpt")
+    options = RcptOptions(frozenset(Notify(n) for n in notify), orcpt) if notify or orcpt else None
     history = data.get("history", [])
     if not isinstance(history, list):
         raise EntryFormatError("history: expected a list")
@@ -306,7 +309,9 @@ def _recipient_from_json(data: Any) -> QueuedRecipient:
         raise EntryFormatError(f"attempts: expected a count, got {attempts!r}")
     reply = data.get("reply")
     return QueuedRecipient(
-        Recipient(Address.parse(address), options),
+        Recipient(Address.parse(address))
+        if options is None
+        else Recipient(Address.parse(address), options),
         RecipientState(data.get("state", "pending")),
         attempts,
         _number(data, "next_attempt", 0.0),

@@ -282,7 +282,7 @@ class DiskStore:
         self._tmp = self.root / "tmp"
         self._corrupt = self.root / "corrupt"
         self._log = log or (lambda line: sys.stderr.write(f"mxsend queue: {line}\n"))
-        self._unsynced: set[Path] = set()  #: journals written since the last sync
+        self._unsynced: set[str] = set()  #: journals written since the last sync
         self._entries_unsynced = False  #: names in entries/ changed since the last sync
         #: Journals of rewritten entries: removed once the rewrite is synced, so that no
         #: file system can keep the journal's removal and lose the rename.
@@ -327,9 +327,13 @@ class DiskStore:
             ) from None
 
     def _path(self, entry_id: str, suffix: str) -> Path:
+        return Path(self._name(entry_id, suffix))
+
+    def _name(self, entry_id: str, suffix: str) -> str:
+        """The file's path as text: what the hot paths hand to ``os`` (no Path objects)."""
         if not _valid_id(entry_id):
             raise NoSuchEntryError(f"no queue entry {entry_id!r}")
-        return self._entries / f"{entry_id}{suffix}"
+        return f"{self._entries_name}/{entry_id}{suffix}"
 
     # -- enqueue ---------------------------------------------------------------------------
 
@@ -404,23 +408,22 @@ class DiskStore:
         found.sort()
         return [entry_id for _, entry_id in found]
 
-    def _load(self, entry_id: str) -> tuple[Entry, Path, bool]:
-        """The entry with its journal applied, the file it was read from, and whether it
-        has a journal."""
+    def _load(self, entry_id: str) -> tuple[Entry, str, bool]:
+        """The entry with its journal applied, the suffix of the file it was read from
+        (".json" or ".held"), and whether it has a journal."""
         for suffix in (".json", ".held"):
-            path = self._path(entry_id, suffix)
             try:
-                data = _read(path)
+                data = _read(self._name(entry_id, suffix))
             except FileNotFoundError:
                 continue
             entry = entry_from_json(json.loads(data))
             if entry.id != entry_id:
                 raise EntryFormatError(f"the file says it is entry {entry.id!r}")
             try:
-                journal = _read(self._path(entry_id, ".journal"))
+                journal = _read(self._name(entry_id, ".journal"))
             except FileNotFoundError:
-                return entry, path, False
-            return self._replay(entry, journal), path, True
+                return entry, suffix, False
+            return self._replay(entry, journal), suffix, True
         raise NoSuchEntryError(f"no queue entry {entry_id}")
 
     def _replay(self, entry: Entry, journal: bytes) -> Entry:
@@ -472,7 +475,7 @@ class DiskStore:
     def _lock(self, entry_id: str) -> _Lock | None:
         """The entry's lock, or None when another process holds it. Raises OSError when its
         message file cannot be opened (FileNotFoundError once the entry is gone)."""
-        fd = os.open(self._path(entry_id, ".msg"), os.O_RDONLY | _OPEN)
+        fd = os.open(self._name(entry_id, ".msg"), os.O_RDONLY | _OPEN)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -513,7 +516,7 @@ class DiskStore:
             return None  # another process has it
         try:
             try:
-                entry, path, journaled = self._load(entry_id)
+                entry, suffix, journaled = self._load(entry_id)
             except NoSuchEntryError:
                 lock.close()  # delivered and removed by the previous holder
                 return None
@@ -527,7 +530,7 @@ class DiskStore:
                 self._move_aside(entry_id, "a file of it is a symbolic link")
                 lock.close()
                 return None
-            if path.suffix == ".held":
+            if suffix == ".held":
                 lock.close()
                 return None
             if entry.done:
@@ -537,7 +540,7 @@ class DiskStore:
                 lock.close()
                 return None
             lock.journal = journaled
-            body = self._path(entry_id, ".msg")
+            body = self._name(entry_id, ".msg")
             assert lock.fd is not None
             size = os.fstat(lock.fd).st_size
             if size <= _READ_WHOLE:
@@ -549,19 +552,19 @@ class DiskStore:
         except BaseException:
             lock.close()
             raise
-        return Claim(entry, content, lock, str(body))
+        return Claim(entry, content, lock, body)
 
     def record(
         self, claim: Claim, decided: Sequence[QueuedRecipient], *, sync: bool = True
     ) -> None:
         if not decided:
             return
-        path = self._path(claim.entry.id, ".journal")
+        path = self._name(claim.entry.id, ".journal")
         data = b"".join(
             json.dumps(journal_line(r), separators=(",", ":")).encode() + b"\n" for r in decided
         )
         try:
-            if not path.exists():
+            if not os.path.exists(path):
                 self._entries_unsynced = True  # a new name in entries/
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _OPEN, 0o600)
             try:
@@ -589,7 +592,8 @@ class DiskStore:
         come between, ``clean()`` removes it as an orphan."""
         try:
             self._unlink(claim.entry.id, ".json")
-            self._unlink(claim.entry.id, ".journal")
+            if claim.handle.journal:  # else there is none: the lock holder would have made it
+                self._unlink(claim.entry.id, ".journal")
             claim.handle.finished = True
             self._entries_unsynced = True
             if sync:
@@ -607,7 +611,8 @@ class DiskStore:
                 self._rewrite(entry, ".json", sync=False)
                 if claim.handle.journal:
                     self._stale_journals.append(entry.id)
-            self._unsynced.discard(self._path(entry.id, ".journal"))
+            if claim.handle.journal:
+                self._unsynced.discard(self._name(entry.id, ".journal"))
             self._entries_unsynced = True
             if sync:
                 self.sync()
@@ -709,13 +714,13 @@ class DiskStore:
     def _change(self, entry_id: str, change: Callable[[Entry], tuple[Entry, str] | None]) -> None:
         lock = self._locked(entry_id)
         try:
-            entry, path, _ = self._load(entry_id)
+            entry, was, _ = self._load(entry_id)
             outcome = change(entry)
             if outcome is not None:
                 updated, suffix = outcome
                 self._rewrite(updated, suffix)
-                if path.suffix != suffix:
-                    path.unlink()
+                if was != suffix:
+                    self._path(entry_id, was).unlink()
                     _fsync_dir(self._entries)
                 self._unlink(entry_id, ".journal")
         except (OSError, ValueError) as exc:
@@ -819,13 +824,21 @@ class DiskStore:
         return removed
 
 
-def _read(path: Path) -> bytes:
+def _read(path: str | Path) -> bytes:
     fd = os.open(path, os.O_RDONLY | _OPEN)
     try:
-        with os.fdopen(fd, "rb", closefd=False) as file:
-            return file.read()
+        return _read_all(fd)
     finally:
         os.close(fd)
+
+
+def _read_all(fd: int) -> bytes:
+    """Everything from ``fd``'s position to its end, with plain reads (no file object)."""
+    chunks = []
+    want = max(os.fstat(fd).st_size, 4096)
+    while chunk := os.read(fd, want):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _read_exactly(fd: int, size: int) -> bytes:

@@ -168,7 +168,8 @@ class QueueRunner:
                 settled = self._wait(claim.entry, held_back[index])
                 report = by_claim.get(index)
                 if report is not None:
-                    settled = self._settle(claim, settled, report, counts)
+                    early = progress.get(index)
+                    settled = self._settle(claim, settled, report, counts, early)
             except Exception as exc:  # one entry never keeps the others claimed
                 DELIVERY_LOG.error("{id}: cannot settle: {error}", id=claim.entry.id, error=exc)
                 self._abandon(claim)
@@ -285,10 +286,16 @@ class QueueRunner:
         return current.after(attempt, attempts, next_attempt)
 
     def _settle(
-        self, claim: Claim, entry: Entry, report: MessageReport, counts: PassCounts
+        self,
+        claim: Claim,
+        entry: Entry,
+        report: MessageReport,
+        counts: PassCounts,
+        early: Entry | None = None,
     ) -> Entry:
         """``entry`` (the claimed one) after this attempt: outcomes recorded, the expired
-        given up on, and bounces and warnings queued."""
+        given up on, and bounces and warnings queued. ``early`` holds what was already made
+        durable while the session went on: those recipients are taken as recorded."""
         now = self._clock.seconds()
         newly_failed: list[tuple[QueuedRecipient, bool]] = []  # (recipient, expired)
         relayed: list[tuple[QueuedRecipient, bool]] = []
@@ -297,7 +304,11 @@ class QueueRunner:
             current = entry.recipient(rr.recipient)
             if current is None or current.state.decided:
                 continue  # decided earlier (and journaled) or not ours
-            updated = self._after(current, rr, now, entry)
+            recorded = early.recipient(rr.recipient) if early is not None else None
+            if recorded is not None and recorded.state.decided:
+                updated = recorded  # as journaled in this pass: the same attempt, once
+            else:
+                updated = self._after(current, rr, now, entry)
             gave_up = updated.state is RecipientState.DEFERRED and expired
             if gave_up:
                 updated = replace(updated, state=RecipientState.FAILED, next_attempt=0.0)
