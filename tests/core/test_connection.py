@@ -197,6 +197,7 @@ def test_connection_lost_after_final_dot_is_outcome_unknown() -> None:
     assert isinstance(drain(conn)[-1], BodyRequested)
     conn.send_body(b"hello\r\n")
     conn.end_body()
+    assert conn.data_to_send().endswith(b"\r\n.\r\n")  # the dot went out
     conn.receive_data(b"")
     events = drain(conn)
     assert isinstance(events[0], TransactionCompleted) and isinstance(events[-1], Closed)
@@ -363,3 +364,122 @@ def test_after_a_protocol_error_no_reply_decides_an_outcome() -> None:
     [done, _] = drain(conn)
     assert isinstance(done, TransactionCompleted)
     assert [r.status for r in done.result.recipients] == [Status.DEFERRED, Status.DEFERRED]
+
+
+# -- content given with the transaction ---------------------------------------------------
+
+SMUGGLING = b"Subject: s\n\n.\nline\r.\r\nMAIL FROM:<x@y>\r\n\n.\r\n.."
+
+
+def test_content_with_the_transaction_waits_for_354_and_is_encoded() -> None:
+    from mxsend.protocol import BodyEncoder, BodySent
+
+    conn = connect(["PIPELINING", "8BITMIME"])
+    conn.begin_transaction(ENVELOPE, SMUGGLING)
+    # RFC 2920: DATA ends the group; not one byte of content before the 354.
+    assert conn.data_to_send().endswith(b"DATA\r\n")
+    assert conn.state is State.MAIL
+    conn.receive_data(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+    assert [type(e) for e in drain(conn)] == [BodySent]
+    encoder = BodyEncoder()
+    expected = encoder.encode(SMUGGLING) + encoder.finish()
+    assert conn.data_to_send() == expected
+    # Every line end is CRLF, every leading dot doubled: no end of data but the last.
+    assert expected.count(b"\r\n.\r\n") == 1 and expected.endswith(b"\r\n.\r\n")
+    assert b"\r\n" not in expected.replace(b"\r\n", b"") and b"\n" not in expected.replace(
+        b"\r\n", b""
+    )
+    assert conn.state is State.READY
+    conn.receive_data(b"250 queued\r\n")
+    [done] = drain(conn)
+    assert isinstance(done, TransactionCompleted)
+    assert [r.status for r in done.result.recipients] == [Status.DELIVERED] * 2
+
+
+def test_content_with_the_transaction_is_not_sent_when_every_rcpt_fails() -> None:
+    conn = connect(["PIPELINING"])
+    conn.begin_transaction(ENVELOPE, b"Subject: no\n\nsecret\n")
+    conn.data_to_send()
+    conn.receive_data(b"250 ok\r\n550 no\r\n550 no\r\n354 go\r\n")
+    assert drain(conn) == []
+    # RFC 2920 3.1: DATA was accepted though no RCPT was; the data is ended empty.
+    assert conn.data_to_send() == b".\r\n"
+    conn.receive_data(b"554 no valid recipients\r\n")
+    [done] = drain(conn)
+    assert isinstance(done, TransactionCompleted)
+    assert [r.reply.code for r in done.result.recipients] == [550, 550]
+    assert conn.state is State.READY
+
+
+def test_content_with_the_transaction_goes_as_one_bdat_last() -> None:
+    from mxsend.protocol import BodySent
+
+    conn = connect(["PIPELINING", "CHUNKING"])
+    conn.begin_transaction(ENVELOPE, b"Subject: b\n\n.x\n")
+    [sent] = drain(conn)
+    assert isinstance(sent, BodySent) and conn.state is State.READY
+    out = conn.data_to_send()
+    # No dot-stuffing with BDAT (RFC 3030), line ends made canonical, size exact.
+    assert out.endswith(b"BDAT 18 LAST\r\nSubject: b\r\n\r\n.x\r\n")
+    conn.receive_data(b"250 ok\r\n250 ok\r\n250 ok\r\n250 queued\r\n")
+    [done] = drain(conn)
+    assert isinstance(done, TransactionCompleted)
+    assert [r.status for r in done.result.recipients] == [Status.DELIVERED] * 2
+
+
+def test_content_with_a_long_line_is_refused_before_any_command() -> None:
+    from mxsend.protocol import LineTooLongError
+
+    conn = connect(["PIPELINING"])
+    with pytest.raises(LineTooLongError):
+        conn.begin_transaction(ENVELOPE, b"Subject: l\n\n" + b"x" * 999 + b"\n")
+    assert conn.data_to_send() == b"" and conn.state is State.READY
+
+
+def test_bdat_without_pipelining_resets_before_the_next_held_mail() -> None:
+    conn = connect(["CHUNKING"])
+    first = Envelope.build("a@b.example", ["r@c.example"])
+    second = Envelope.build("a@b.example", ["s@c.example"])
+    conn.begin_transaction(first, b"hi\r\n")
+    drain(conn)
+    conn.begin_transaction(second, b"hi\r\n")  # held: no PIPELINING
+    drain(conn)
+    sent = []
+    for reply in [b"250 ok\r\n", b"550 no such user\r\n", b"250 reset\r\n"]:
+        sent.append(conn.data_to_send())
+        conn.receive_data(reply)
+        drain(conn)
+    sent.append(conn.data_to_send())
+    # The refused transaction's envelope is reset before the next MAIL (RFC 5321 4.1.1.5),
+    # and its BDAT LAST never goes out.
+    assert sent == [
+        b"MAIL FROM:<a@b.example>\r\n",
+        b"RCPT TO:<r@c.example>\r\n",
+        b"RSET\r\n",
+        b"MAIL FROM:<a@b.example>\r\n",
+    ]
+
+
+def test_end_of_data_that_never_left_is_not_an_unknown_outcome() -> None:
+    # Held behind MAIL without PIPELINING, then the connection drops.
+    conn = connect(["CHUNKING"])
+    conn.begin_transaction(Envelope.build("a@b.example", ["r@c.example"]), b"hi\r\n")
+    drain(conn)
+    assert conn.data_to_send() == b"MAIL FROM:<a@b.example>\r\n"
+    conn.connection_lost()
+    [done, _closed] = drain(conn)
+    assert isinstance(done, TransactionCompleted)
+    assert [(r.status, r.outcome_unknown) for r in done.result.recipients] == [
+        (Status.DEFERRED, False)
+    ]
+    # The server answers 354 and closes in the same read: the content was never handed out.
+    conn = connect(["PIPELINING"])
+    conn.begin_transaction(Envelope.build("a@b.example", ["r@c.example"]), b"hi\r\n")
+    conn.data_to_send()
+    conn.receive_data(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    conn.receive_data(b"")
+    events = drain(conn)
+    [done] = [e for e in events if isinstance(e, TransactionCompleted)]
+    assert [(r.status, r.outcome_unknown) for r in done.result.recipients] == [
+        (Status.DEFERRED, False)
+    ]

@@ -314,6 +314,7 @@ class ClientConnection:
         if self._state is State.CLOSED:
             return
         reply = Reply.synthesized(451, "4.4.2", reason)
+        self._unsend_ends()  # an end of data still held or not handed out never left
         # After a protocol error the replies of unfinished transactions may belong to other
         # commands (RFC 5321 3.8, RFC 2920 3.2): none decides anything; every recipient is deferred.
         distrust = self._state is State.ERROR
@@ -611,12 +612,18 @@ class ClientConnection:
 
     def _discard_unsent(self) -> None:
         """Drop what was produced and not yet handed out: after a protocol error or a 421
-        nothing more may go to the server. An end of data dropped here never left, so its
-        outcome is not unknown (RFC 1047 concerns a dot that was sent)."""
+        nothing more may go to the server."""
         self._out.clear()
-        for index, expect in enumerate(self._expected):
+        self._unsend_ends()
+
+    def _unsend_ends(self) -> None:
+        """An end of data that was produced but never handed out (not yet taken by
+        data_to_send(), or held behind replies without PIPELINING) never left, so its
+        outcome is not unknown: RFC 1047 concerns a dot that was sent."""
+        unsent = [e for i, e in enumerate(self._expected) if i >= self._sent]
+        for expect in unsent + [e for _, e in self._held]:
             ends_body = expect.verb is Verb.DOT or (expect.verb is Verb.BDAT and expect.index)
-            if index >= self._sent and ends_body and expect.transaction is not None:
+            if ends_body and expect.transaction is not None:
                 expect.transaction.body_sent = False
 
     def _forget_outstanding(self) -> None:
@@ -802,7 +809,11 @@ class ClientConnection:
             txn.failure = reply
             self._held = deque(h for h in self._held if h[1].transaction is not txn)
             txn.outstanding = sum(1 for e in self._expected if e.transaction is txn)
-            if txn.mail_ok:
+            if txn.mail_ok and self._held:
+                # The server may still hold the envelope, and the next transaction's MAIL
+                # already waits (BDAT without PIPELINING): RSET goes out before it.
+                self._held.appendleft((_RSET, _Expect(Verb.RSET)))
+            elif txn.mail_ok:
                 self._needs_reset = True  # the server may still hold the envelope
         # The session goes on only once no DATA reply is due for it: a late 354 would make
         # whatever we sent next part of the message content.

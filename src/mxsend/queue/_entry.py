@@ -300,7 +300,11 @@ def _recipient_from_json(data: Any) -> QueuedRecipient:
     if not isinstance(address, str):
         raise EntryFormatError("address: expected a string")
     orcpt = _optional_str(data, "orcpt")
-    options = RcptOptions(frozenset(Notify(n) for n in notify), orcpt) if notify or orcpt else None
+    options = (
+        RcptOptions(frozenset(Notify(n) for n in notify), orcpt)
+        if notify or orcpt is not None
+        else None
+    )
     history = data.get("history", [])
     if not isinstance(history, list):
         raise EntryFormatError("history: expected a list")

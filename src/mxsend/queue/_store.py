@@ -567,6 +567,7 @@ class DiskStore:
             if not os.path.exists(path):
                 self._entries_unsynced = True  # a new name in entries/
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _OPEN, 0o600)
+            claim.handle.journal = True  # it exists now, whatever the write does
             try:
                 start = os.lseek(fd, 0, os.SEEK_END)
                 try:
@@ -746,7 +747,7 @@ class DiskStore:
         count = 0
         for entry_id in self.scan(None):
             try:
-                os.utime(self._path(entry_id, ".json"), (now, now), follow_symlinks=False)
+                os.utime(self._name(entry_id, ".json"), (now, now), follow_symlinks=False)
                 count += 1
             except FileNotFoundError:
                 continue

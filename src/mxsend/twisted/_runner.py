@@ -306,7 +306,7 @@ class QueueRunner:
                 continue  # decided earlier (and journaled) or not ours
             recorded = early.recipient(rr.recipient) if early is not None else None
             if recorded is not None and recorded.state.decided:
-                updated = recorded  # as journaled in this pass: the same attempt, once
+                updated = recorded  # as on_decided found it in this pass: one attempt, once
             else:
                 updated = self._after(current, rr, now, entry)
             gave_up = updated.state is RecipientState.DEFERRED and expired
