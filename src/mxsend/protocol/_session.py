@@ -5,8 +5,9 @@ asked, AUTH when given a mechanism, then one transaction per message, pipelining
 transaction (or QUIT) behind each final dot. I/O layers call :meth:`SessionDriver.handle` with
 every event and write whatever the connection then has to send.
 
-Content held in memory and small is sent at once. Any other content (a file, chunks, large
-bytes) is left to the I/O layer, which streams it with flow control: while
+Content held in memory and small goes with its transaction: the connection sends it. Any
+other content (a file, chunks, large bytes) is left to the I/O layer, which streams it with
+flow control: while
 :attr:`SessionDriver.streaming` is set it feeds ``connection.send_body()`` chunk by chunk, then
 calls :meth:`~SessionDriver.end_stream`, or :meth:`~SessionDriver.fail_stream` and aborts the
 connection when the content cannot be read.
@@ -129,14 +130,9 @@ class SessionDriver:
         conn = self.connection
         # The events of every message first: the others come once a session.
         if isinstance(event, BodyRequested):
+            # Only content to stream is asked for: small content went with its transaction.
             body = self._bodies.pop(event.transaction_id)
-            data = _in_memory(body)
-            if data is not None and len(data) <= INLINE_BODY:
-                conn.send_body(data)
-                conn.end_body()
-                self._next()
-            else:
-                self.streaming = (event.transaction_id, Content.of(body))
+            self.streaming = (event.transaction_id, Content.of(body))
         elif isinstance(event, BodySent):
             self._next()
         elif isinstance(event, TransactionCompleted):
