@@ -7,10 +7,9 @@ every event and write whatever the connection then has to send.
 
 Content held in memory and small goes with its transaction: the connection sends it. Any
 other content (a file, chunks, large bytes) is left to the I/O layer, which streams it with
-flow control: while
-:attr:`SessionDriver.streaming` is set it feeds ``connection.send_body()`` chunk by chunk, then
-calls :meth:`~SessionDriver.end_stream`, or :meth:`~SessionDriver.fail_stream` and aborts the
-connection when the content cannot be read.
+flow control: while :attr:`SessionDriver.streaming` is set it feeds
+``connection.send_body()`` chunk by chunk, then calls :meth:`~SessionDriver.end_stream`, or
+:meth:`~SessionDriver.fail_stream` and aborts the connection when the content cannot be read.
 """
 
 from __future__ import annotations
