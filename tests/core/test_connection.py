@@ -6,7 +6,9 @@ import pytest
 
 from mxsend.protocol import (
     AuthenticationError,
+    BodyEncoder,
     BodyRequested,
+    BodySent,
     CleartextAuthError,
     ClientConfig,
     ClientConnection,
@@ -14,6 +16,7 @@ from mxsend.protocol import (
     Envelope,
     Event,
     ExtensionRequiredError,
+    LineTooLongError,
     LocalProtocolError,
     MailOptions,
     MessageTooLargeError,
@@ -24,6 +27,7 @@ from mxsend.protocol import (
     State,
     Status,
     TransactionCompleted,
+    TransactionResult,
 )
 from mxsend.protocol._session import Message, SessionDriver
 from mxsend.testing import FakeServer, converse
@@ -371,9 +375,14 @@ def test_after_a_protocol_error_no_reply_decides_an_outcome() -> None:
 SMUGGLING = b"Subject: s\n\n.\nline\r.\r\nMAIL FROM:<x@y>\r\n\n.\r\n.."
 
 
-def test_content_with_the_transaction_waits_for_354_and_is_encoded() -> None:
-    from mxsend.protocol import BodyEncoder, BodySent
+def completed(conn: ClientConnection, replies: bytes) -> TransactionResult:
+    conn.receive_data(replies)
+    [done] = drain(conn)
+    assert isinstance(done, TransactionCompleted)
+    return done.result
 
+
+def test_content_with_the_transaction_waits_for_354_and_is_encoded() -> None:
     conn = connect(["PIPELINING", "8BITMIME"])
     conn.begin_transaction(ENVELOPE, SMUGGLING)
     # RFC 2920: DATA ends the group; not one byte of content before the 354.
@@ -386,14 +395,11 @@ def test_content_with_the_transaction_waits_for_354_and_is_encoded() -> None:
     assert conn.data_to_send() == expected
     # Every line end is CRLF, every leading dot doubled: no end of data but the last.
     assert expected.count(b"\r\n.\r\n") == 1 and expected.endswith(b"\r\n.\r\n")
-    assert b"\r\n" not in expected.replace(b"\r\n", b"") and b"\n" not in expected.replace(
-        b"\r\n", b""
-    )
+    bare = expected.replace(b"\r\n", b"")
+    assert b"\r" not in bare and b"\n" not in bare
     assert conn.state is State.READY
-    conn.receive_data(b"250 queued\r\n")
-    [done] = drain(conn)
-    assert isinstance(done, TransactionCompleted)
-    assert [r.status for r in done.result.recipients] == [Status.DELIVERED] * 2
+    result = completed(conn, b"250 queued\r\n")
+    assert [r.status for r in result.recipients] == [Status.DELIVERED] * 2
 
 
 def test_content_with_the_transaction_is_not_sent_when_every_rcpt_fails() -> None:
@@ -404,16 +410,12 @@ def test_content_with_the_transaction_is_not_sent_when_every_rcpt_fails() -> Non
     assert drain(conn) == []
     # RFC 2920 3.1: DATA was accepted though no RCPT was; the data is ended empty.
     assert conn.data_to_send() == b".\r\n"
-    conn.receive_data(b"554 no valid recipients\r\n")
-    [done] = drain(conn)
-    assert isinstance(done, TransactionCompleted)
-    assert [r.reply.code for r in done.result.recipients] == [550, 550]
+    result = completed(conn, b"554 no valid recipients\r\n")
+    assert [r.reply.code for r in result.recipients] == [550, 550]
     assert conn.state is State.READY
 
 
 def test_content_with_the_transaction_goes_as_one_bdat_last() -> None:
-    from mxsend.protocol import BodySent
-
     conn = connect(["PIPELINING", "CHUNKING"])
     conn.begin_transaction(ENVELOPE, b"Subject: b\n\n.x\n")
     [sent] = drain(conn)
@@ -421,15 +423,11 @@ def test_content_with_the_transaction_goes_as_one_bdat_last() -> None:
     out = conn.data_to_send()
     # No dot-stuffing with BDAT (RFC 3030), line ends made canonical, size exact.
     assert out.endswith(b"BDAT 18 LAST\r\nSubject: b\r\n\r\n.x\r\n")
-    conn.receive_data(b"250 ok\r\n250 ok\r\n250 ok\r\n250 queued\r\n")
-    [done] = drain(conn)
-    assert isinstance(done, TransactionCompleted)
-    assert [r.status for r in done.result.recipients] == [Status.DELIVERED] * 2
+    result = completed(conn, b"250 ok\r\n250 ok\r\n250 ok\r\n250 queued\r\n")
+    assert [r.status for r in result.recipients] == [Status.DELIVERED] * 2
 
 
 def test_content_with_a_long_line_is_refused_before_any_command() -> None:
-    from mxsend.protocol import LineTooLongError
-
     conn = connect(["PIPELINING"])
     with pytest.raises(LineTooLongError):
         conn.begin_transaction(ENVELOPE, b"Subject: l\n\n" + b"x" * 999 + b"\n")
