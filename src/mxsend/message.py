@@ -35,6 +35,7 @@ __all__ = [
     "Prepared",
     "SpoolError",
     "UnreadableMessageError",
+    "content_of",
     "header_recipients",
     "prepare",
     "read_header_block",
@@ -95,7 +96,7 @@ def prepare(
             prefix, offset = b"", 0
         else:
             offset = len(head)
-        return Prepared(_content_of(file, path, prefix, offset), recipients, sender)
+        return Prepared(content_of(file, path, prefix, offset), recipients, sender)
     finally:
         if path is not None:
             file.close()  # the content opens the path again for each read
@@ -237,7 +238,8 @@ def strip_bcc(message: bytes) -> bytes:
     return b"".join(line + b"\r\n" for line in kept) + rest
 
 
-def _content_of(file: BinaryIO, path: str | None, prefix: bytes, offset: int) -> Content:
+def content_of(file: BinaryIO, path: str | None, prefix: bytes, offset: int) -> Content:
+    """``prefix``, then ``file`` (or the file at ``path``) from ``offset`` on, as content."""
     if path is not None:
         return Content.from_path(path, prefix=prefix, offset=offset)
     file.seek(offset)  # a spool file is read from here (after the header block) on every send

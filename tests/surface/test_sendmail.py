@@ -1,0 +1,182 @@
+"""mxsend-sendmail: the sendmail command line as cron, mail(1), PHP and git call it."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import smtp_sink
+
+SENDMAIL = Path(sys.executable).parent / "mxsend-sendmail"
+
+
+def sendmail(
+    queue: Path, *args: str, stdin: bytes, program: Path = SENDMAIL
+) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "MXSEND_QUEUE_DIR": str(queue)}
+    return subprocess.run(
+        [str(program), *args], input=stdin, env=env, capture_output=True, timeout=60, check=False
+    )
+
+
+def entries(queue: Path) -> list[tuple[dict[str, object], bytes]]:
+    """Each queued entry's state file and message file."""
+    found = []
+    for state in sorted((queue / "entries").glob("*.json")):
+        found.append((json.loads(state.read_text()), state.with_suffix(".msg").read_bytes()))
+    return found
+
+
+def recipients(entry: dict[str, object]) -> list[object]:
+    listed = entry["recipients"]
+    assert isinstance(listed, list)
+    return [r["address"] for r in listed]
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> Path:
+    return tmp_path / "queue"
+
+
+def test_php_mail_with_t_and_i(queue: Path) -> None:
+    # PHP's mail(): sendmail -t -i; recipients from To, Cc and Bcc; Bcc removed.
+    message = b"To: b@y.test\nCc: c@y.test\nBcc: hidden@z.test\nSubject: hi\n\nbody\n.\nend\n"
+    done = sendmail(queue, "-t", "-i", "-f", "a@x.test", "-odq", stdin=message)
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")
+    [(entry, content)] = entries(queue)
+    assert entry["sender"] == "a@x.test"
+    assert recipients(entry) == ["b@y.test", "c@y.test", "hidden@z.test"]
+    parsed = email.message_from_bytes(content, policy=email.policy.default)
+    assert parsed["Bcc"] is None and b"hidden" not in content
+    # Date, Message-ID and From added (RFC 5322 3.6); the rest byte for byte, a lone dot kept.
+    assert parsed["Date"] and parsed["Message-ID"] and parsed["From"] == "a@x.test"
+    # Bcc's removal leaves the header lines in CRLF; the body is not touched.
+    assert content.replace(b"\r\n", b"\n").endswith(
+        b"To: b@y.test\nCc: c@y.test\nSubject: hi\n\nbody\n.\nend\n"
+    )
+
+
+def test_cron_flags_and_the_null_sender(queue: Path) -> None:
+    message = b"From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@h> job\n\noutput\n"
+    args = ["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "-f", "<>", "root"]
+    done = sendmail(queue, *args, "-odq", stdin=message)
+    assert done.returncode == 0, done.stderr
+    [(entry, content)] = entries(queue)
+    assert entry["sender"] == ""  # the null sender <> (cronie#170)
+    [recipient] = recipients(entry)
+    assert isinstance(recipient, str) and recipient.startswith("root@")  # qualified, as Postfix
+    assert content.count(b"From:") == 1  # an existing From is kept as it is
+
+
+def test_full_name_goes_into_an_added_from(queue: Path) -> None:
+    done = sendmail(queue, "-F", "Build Bot", "-f", "bot@x.test", "-odq", "b@y.test", stdin=b"hi\n")
+    assert done.returncode == 0, done.stderr
+    [(_, content)] = entries(queue)
+    parsed = email.message_from_bytes(content, policy=email.policy.default)
+    assert parsed["From"] == "Build Bot <bot@x.test>"
+    assert parsed.get_content() == "hi\n"  # no header block: the body keeps its first line
+
+
+def test_a_lone_dot_ends_the_input_without_i(queue: Path) -> None:
+    message = b"Subject: dots\n\nkept\n.\nnot part of it\n"
+    assert sendmail(queue, "-odq", "b@y.test", stdin=message).returncode == 0
+    [(_, content)] = entries(queue)
+    assert content.endswith(b"\n\nkept\n") and b"not part" not in content
+
+
+def test_bcc_only_message_keeps_no_empty_to(queue: Path) -> None:
+    done = sendmail(queue, "-t", "-odq", stdin=b"Bcc: b@y.test\nSubject: s\n\nx\n")
+    assert done.returncode == 0, done.stderr
+    [(entry, content)] = entries(queue)
+    assert recipients(entry) == ["b@y.test"]
+    assert b"Bcc" not in content and b"To:" not in content
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "status", "says"),
+    [
+        (["-Y", "b@y.test"], b"x\n", 64, "unknown option -Y"),
+        (["-f"], b"x\n", 64, "needs a value"),
+        (["-t"], b"Subject: none\n\nx\n", 64, "no recipients"),
+        (["-t"], b"To: not an address at all\n\nx\n", 65, "header To:"),
+        (["b@y.test"], b"From: \n\nx\n", 65, "header From:"),
+        (["-bs"], b"", 64, "not supported yet"),
+        (["bad address@y.test"], b"x\n", 65, ""),
+    ],
+)
+def test_bad_input_is_one_line_and_queues_nothing(
+    queue: Path, args: list[str], message: bytes, status: int, says: str
+) -> None:
+    done = sendmail(queue, "-odq", *args, stdin=message)
+    assert done.returncode == status, done.stderr
+    lines = done.stderr.decode().splitlines()
+    assert len(lines) == 1 and says in lines[0] and "Traceback" not in lines[0]
+    assert not entries(queue) if (queue / "entries").exists() else True
+
+
+def test_names_mailq_and_newaliases(queue: Path, tmp_path: Path) -> None:
+    assert sendmail(queue, "-odq", "b@y.test", stdin=b"x\n").returncode == 0
+    for name in ("mailq", "newaliases"):
+        (tmp_path / name).symlink_to(SENDMAIL)
+    listed = sendmail(queue, stdin=b"", program=tmp_path / "mailq")
+    assert listed.returncode == 0 and b"b@y.test" in listed.stdout
+    assert sendmail(queue, "-bp", stdin=b"").stdout == listed.stdout
+    aliases = sendmail(queue, stdin=b"", program=tmp_path / "newaliases")
+    assert aliases.returncode == 0 and b"nothing to rebuild" in aliases.stderr
+
+
+def test_a_plain_submission_imports_no_twisted(queue: Path) -> None:
+    code = (
+        "import sys; from mxsend.cli.sendmail import main; "
+        "status = main(['sendmail', '-odq', 'b@y.test']); "
+        "loaded = {'twisted', 'OpenSSL', 'asyncio'} & set(sys.modules); "
+        "print(status, sorted(loaded))"
+    )
+    env = {**os.environ, "MXSEND_QUEUE_DIR": str(queue)}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        input=b"x\n",
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout.decode().split() == ["0", "[]"], done.stderr
+
+
+def test_queued_by_sendmail_then_delivered_by_a_queue_run(queue: Path) -> None:
+    message = b"To: b@y.test\nSubject: hi\n\nbody\n"
+    assert sendmail(queue, "-t", "-i", "-f", "a@x.test", "-odq", stdin=message).returncode == 0
+    dump = Path(tempfile.mkdtemp(prefix="mxsend-sink-"))  # smtp-sink writes as nobody
+    try:
+        with smtp_sink(dump=dump) as port:
+            run = subprocess.run(
+                [sys.executable, "-m", "mxsend", "queue", "run", "--queue-dir", str(queue),
+                 "--smarthost", f"127.0.0.1:{port}", "--tls", "none"],
+                capture_output=True, timeout=120, check=False,
+            )  # fmt: skip
+        saved = [p.read_bytes() for p in dump.iterdir()]
+    finally:
+        shutil.rmtree(dump)
+    assert run.returncode == 0, run.stderr
+    [received] = saved
+    assert b"\nDate: " in received and b"\nMessage-ID: <" in received
+    assert received.rstrip().endswith(b"Subject: hi\n\nbody")
+    assert not entries(queue)
+
+
+def test_a_queue_that_cannot_be_used_is_a_temporary_failure(tmp_path: Path) -> None:
+    # 75 only when the message is not safe (OpenSMTPD#840: never after it is).
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    done = sendmail(blocked / "queue", "-odq", "b@y.test", stdin=b"x\n")
+    assert done.returncode == 75 and len(done.stderr.splitlines()) == 1, done.stderr
