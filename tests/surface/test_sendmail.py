@@ -180,3 +180,32 @@ def test_a_queue_that_cannot_be_used_is_a_temporary_failure(tmp_path: Path) -> N
     blocked.write_text("not a directory")
     done = sendmail(blocked / "queue", "-odq", "b@y.test", stdin=b"x\n")
     assert done.returncode == 75 and len(done.stderr.splitlines()) == 1, done.stderr
+
+
+def install(prefix: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mxsend", "install-sendmail", "--prefix", str(prefix), *flags],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_install_sendmail_links_the_three_names(tmp_path: Path, queue: Path) -> None:
+    done = install(tmp_path)
+    assert done.returncode == 0, done.stderr
+    links = [tmp_path / "sbin/sendmail", tmp_path / "bin/mailq", tmp_path / "bin/newaliases"]
+    assert all(link.is_symlink() and link.resolve() == SENDMAIL.resolve() for link in links)
+    # Through the link, it is sendmail; again, nothing changes.
+    assert sendmail(queue, "-odq", "b@y.test", stdin=b"x\n", program=links[0]).returncode == 0
+    assert len(entries(queue)) == 1
+    assert install(tmp_path).returncode == 0
+
+
+def test_install_sendmail_leaves_an_existing_file_alone_without_force(tmp_path: Path) -> None:
+    existing = tmp_path / "sbin" / "sendmail"
+    existing.parent.mkdir()
+    existing.write_text("#!/bin/sh\n# another MTA\n")
+    done = install(tmp_path)
+    assert done.returncode == 73 and "--force" in done.stderr and len(done.stderr.splitlines()) == 1
+    assert existing.read_text().endswith("another MTA\n") and not (tmp_path / "bin").exists()
+    assert install(tmp_path, "--force").returncode == 0
+    assert existing.is_symlink()

@@ -7,8 +7,9 @@ running in the reactor) is in ``_common``. User errors print one line (``mxsend:
 exit with a sysexits status; no traceback. Commands import their machinery (Twisted, the demo
 world) only when they run, so ``mxsend --help`` stays quick.
 
-Commands to come (config, a sendmail-compatible front end) are modules here in the
-same shape, added to ``_COMMANDS``; message preparation for them is :mod:`mxsend.message`.
+Commands to come (config) are modules here in the same shape, added to ``_COMMANDS``.
+The sendmail front end, :mod:`mxsend.cli.sendmail`, is a program of its own
+(``mxsend-sendmail``); message preparation is :mod:`mxsend.message`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from mxsend import __version__
-from mxsend.cli import daemon, demo, plan, queue, send
+from mxsend.cli import daemon, demo, install, plan, queue, send
 from mxsend.cli._common import Parser, Subcommands, UserError, internal_error, run_in_reactor
 
 __all__ = ["UserError", "build_parser", "internal_error", "main", "run_in_reactor"]
@@ -40,6 +41,7 @@ _COMMANDS: dict[str, _Command] = {
     "daemon": daemon,
     "plan": plan,
     "demo": demo,
+    "install-sendmail": install,
 }
 
 
