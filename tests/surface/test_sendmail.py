@@ -209,3 +209,9 @@ def test_install_sendmail_leaves_an_existing_file_alone_without_force(tmp_path: 
     assert existing.read_text().endswith("another MTA\n") and not (tmp_path / "bin").exists()
     assert install(tmp_path, "--force").returncode == 0
     assert existing.is_symlink()
+
+
+def test_a_full_name_cannot_inject_a_header(queue: Path) -> None:
+    done = sendmail(queue, "-odq", "-F", "Evil\r\nBcc: x@z.test", "b@y.test", stdin=b"x\n")
+    assert done.returncode == 64 and b"-F" in done.stderr
+    assert not (queue / "entries").exists() or not entries(queue)

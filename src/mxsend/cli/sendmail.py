@@ -116,6 +116,8 @@ def _valued(args: SendmailArgs, letter: str, value: str) -> None:
         # cron and others pass -f '<>' (or "") for the null sender.
         args.sender = "" if value in ("<>", "") else value.strip("<>")
     elif letter == "F":
+        if not value.isprintable():  # a CR or LF would start a header field of its own
+            raise UserError(Exit.USAGE, "-F: the full name must be one line of printable text")
         args.full_name = value
     elif letter == "N":
         args.notify = value
