@@ -205,7 +205,7 @@ def header_recipients(head: bytes) -> tuple[list[str], str | None]:
 
 
 def strip_bcc(message: bytes) -> bytes:
-    """``message`` (a header block, or a whole message) without its Bcc fields, their
+    """``message`` (a header block, or a whole message) without its Bcc and Resent-Bcc fields, their
     continuation lines included; nothing from the first empty line on is changed. Lines end
     as the encoder ends them (CRLF, LF, bare CR). With nothing to remove, ``message`` comes
     back as it was; else the header lines end in CRLF, so that no ending left next to a
@@ -220,7 +220,7 @@ def strip_bcc(message: bytes) -> bytes:
             rest = message[match.start() :]
             break
         if text[:1] not in (b" ", b"\t"):  # a new field; continuation lines follow theirs
-            skipping = text.lower().startswith(b"bcc:")
+            skipping = text.lower().startswith((b"bcc:", b"resent-bcc:"))
         if skipping:
             removed = True
         else:
@@ -228,7 +228,8 @@ def strip_bcc(message: bytes) -> bytes:
     else:
         text = message[start:]  # a last line with no ending
         if text and not (
-            (text[:1] in (b" ", b"\t") and skipping) or text.lower().startswith(b"bcc:")
+            (text[:1] in (b" ", b"\t") and skipping)
+            or text.lower().startswith((b"bcc:", b"resent-bcc:"))
         ):
             kept.append(text)
         elif text:

@@ -215,3 +215,46 @@ def test_a_full_name_cannot_inject_a_header(queue: Path) -> None:
     done = sendmail(queue, "-odq", "-F", "Evil\r\nBcc: x@z.test", "b@y.test", stdin=b"x\n")
     assert done.returncode == 64 and b"-F" in done.stderr
     assert not (queue / "entries").exists() or not entries(queue)
+
+
+def test_resent_fields_give_the_recipients_and_resent_bcc_goes(queue: Path) -> None:
+    message = (
+        b"Resent-To: r@y.test\nResent-Bcc: hidden@z.test\nTo: first@y.test\nSubject: again\n\nx\n"
+    )
+    assert sendmail(queue, "-t", "-odq", stdin=message).returncode == 0
+    [(entry, content)] = entries(queue)
+    assert recipients(entry) == ["r@y.test", "hidden@z.test"]  # RFC 5322 3.6.6
+    assert b"hidden" not in content and b"To: first@y.test" in content
+
+
+def test_large_output_with_no_header_block_is_queued(queue: Path) -> None:
+    # `command | sendmail user`: no headers, no empty line, megabytes of output.
+    output = b"".join(b"line %d\n" % n for n in range(300_000))
+    assert len(output) > 2 << 20
+    for stdin in (output, b"Subject: cron\n" + output):
+        done = sendmail(queue, "-i", "-odq", "root", stdin=stdin)
+        assert done.returncode == 0, done.stderr
+    contents = sorted(content for _, content in entries(queue))
+    assert all(c.replace(b"\r\n", b"\n").endswith(output) for c in contents)
+    assert [c.count(b"\nline 0\n") + c.startswith(b"line 0\n") for c in contents] == [1, 1]
+
+
+@pytest.mark.parametrize(
+    "field", [b"Reply-To: <@", b"To: a@[", b"From: ", b"Resent-Bcc: not an address at all"]
+)
+def test_broken_address_fields_are_one_line_not_a_traceback(queue: Path, field: bytes) -> None:
+    done = sendmail(queue, "-odq", "b@y.test", stdin=field + b"\n\nx\n")
+    assert done.returncode == 65, done.stderr
+    [line] = done.stderr.decode().splitlines()
+    assert "header" in line and "Traceback" not in line
+
+
+def test_closed_standard_input_and_a_malformed_sender(queue: Path) -> None:
+    env = {**os.environ, "MXSEND_QUEUE_DIR": str(queue)}
+    closed = subprocess.run(
+        f"exec {SENDMAIL} -odq b@y.test <&-", shell=True, env=env, capture_output=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert closed.returncode == 66 and len(closed.stderr.splitlines()) == 1, closed.stderr
+    bad = sendmail(queue, "-odq", "-f", "a@x.test>", "b@y.test", stdin=b"x\n")
+    assert bad.returncode == 65 and b"not an address" in bad.stderr

@@ -25,12 +25,15 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from mxsend._exits import Exit
 from mxsend.cli._common import UserError
+
+if TYPE_CHECKING:
+    from mxsend.protocol import RcptOptions, Ret
 
 __all__ = ["SendmailArgs", "main", "parse"]
 
@@ -41,7 +44,10 @@ _IGNORED = set("GIUmn") | {"B", "C", "L", "O", "X", "h"}
 _MODES = {"m": "deliver", "p": "list", "s": "smtp", "i": "newaliases"}
 _DELIVERY = {"b": "background", "i": "interactive", "q": "queue", "d": "background"}
 _HEADER_NAME = re.compile(rb"[!-9;-~]+:")  # RFC 5322 3.6.8: printable ASCII but the colon
-_ADDRESS_FIELDS = ("from", "sender", "reply-to", "to", "cc", "bcc", "resent-to", "resent-cc")
+_ADDRESS_FIELDS = (
+    "from", "sender", "reply-to", "to", "cc", "bcc",
+    "resent-from", "resent-sender", "resent-to", "resent-cc", "resent-bcc",
+)  # fmt: skip
 _ADDR_SPEC = re.compile(r"[^\s<>@]+(?:@[^\s<>@]+)?")  # checked again as it is queued
 
 
@@ -113,8 +119,12 @@ def parse(argv: Sequence[str]) -> SendmailArgs:
 
 def _valued(args: SendmailArgs, letter: str, value: str) -> None:
     if letter in ("f", "r"):
-        # cron and others pass -f '<>' (or "") for the null sender.
-        args.sender = "" if value in ("<>", "") else value.strip("<>")
+        # cron and others pass -f '<>' (or "") for the null sender; <addr> is addr.
+        if value.startswith("<") and value.endswith(">"):
+            value = value[1:-1]
+        if "<" in value or ">" in value:
+            raise UserError(Exit.DATAERR, f"-{letter} {value!r} is not an address")
+        args.sender = value
     elif letter == "F":
         if not value.isprintable():  # a CR or LF would start a header field of its own
             raise UserError(Exit.USAGE, "-F: the full name must be one line of printable text")
@@ -170,7 +180,7 @@ def _run(name: str, argv: Sequence[str]) -> int:
         if args.run_queue:
             raise UserError(Exit.USAGE, f"-q{args.run_queue}: only -q (every entry) works")
         return _mxsend(["queue", "run"])
-    return submit(args, sys.stdin.buffer)
+    return submit(args, sys.stdin.buffer if sys.stdin is not None else None)
 
 
 def _newaliases() -> int:
@@ -184,64 +194,48 @@ def _mxsend(command: list[str]) -> int:
     return mxsend_main(command)
 
 
-def submit(args: SendmailArgs, stdin: BinaryIO) -> int:
+def submit(args: SendmailArgs, stdin: BinaryIO | None) -> int:
     """Queue the message on ``stdin`` durably, then have it delivered as ``args.delivery``
     says; 0 once it is safe."""
     from mxsend.cli._common import message_error
     from mxsend.cli.send import local_name, open_queue
-    from mxsend.message import MessageError, content_of, read_header_block, scan, strip_bcc
-    from mxsend.protocol import (
-        AddressError,
-        Body,
-        Envelope,
-        MailOptions,
-        Message,
-        Notify,
-        ParameterError,
-        RcptOptions,
-        Ret,
-    )
+    from mxsend.message import MessageError, content_of, scan, strip_bcc
+    from mxsend.protocol import AddressError, Body, Envelope, MailOptions, Message, ParameterError
     from mxsend.queue import QueueError, enqueue
 
+    if stdin is None:
+        raise UserError(Exit.NOINPUT, "no standard input to read the message from")
     try:
         file = _read_input(stdin, dot_ends=args.dot_ends)
-        head = read_header_block(file, "standard input")
-        fields, body_starts, blank = _header_fields(head)
+        head, fields, blank = _read_head(file)
         parser = email.parser.BytesHeaderParser(policy=email.policy.default)
         headers = parser.parsebytes(b"".join(fields) + b"\n")
         _check_addresses(headers)
         host = local_name()
-        user = pwd.getpwuid(os.getuid()).pw_name
         # A bare local name gets this host's name, as Postfix appends myorigin.
-        sender = f"{user}@{host}" if args.sender is None else _qualified(args.sender, host)
+        sender = _own_address(host) if args.sender is None else _qualified(args.sender, host)
         recipients = [_qualified(r, host) for r in args.recipients]
         if args.from_headers:
             recipients += [_qualified(r, host) for r in _header_recipients(headers)]
         if not recipients:
             raise UserError(Exit.USAGE, "no recipients: give them as arguments, or -t")
-        added = _fix_ups(headers, sender or f"{user}@{host}", args.full_name, host)
+        added = _fix_ups(headers, sender or _own_address(host), args.full_name, host)
         # The fields as they were, without Bcc; an empty line before the body if none did.
-        kept = strip_bcc(head[:body_starts]) + (b"" if blank else b"\r\n")
-        content = content_of(file, None, added + kept, body_starts)
+        kept = strip_bcc(head) + (b"" if blank else b"\r\n")
+        content = content_of(file, None, added + kept, len(head))
         info = scan(content)
-        notify = (
-            frozenset(Notify(n.strip().upper()) for n in args.notify.split(","))
-            if args.notify
-            else frozenset()
-        )
+        notify, ret = _dsn_options(args)
         options = MailOptions(
             size=info.size,
             body=Body.EIGHT_BIT_MIME if info.eight_bit else None,
-            ret=Ret(args.ret.upper()) if args.ret else None,
+            ret=ret,
             envid=args.envid,
         )
-        envelope = Envelope.build(sender or None, recipients, options, RcptOptions(notify))
+        envelope = Envelope.build(sender or None, recipients, options, notify)
     except MessageError as exc:
         raise message_error(exc) from None
     except (AddressError, ParameterError) as exc:
         raise UserError(Exit.DATAERR, str(exc)) from None
-    except ValueError as exc:
-        raise UserError(Exit.USAGE, f"-N/-R: {exc}") from None
     try:
         store = open_queue(None)
     except UserError as exc:
@@ -250,11 +244,85 @@ def submit(args: SendmailArgs, stdin: BinaryIO) -> int:
         [queue_id] = enqueue(store, Message(envelope, content), uid=os.getuid())
     except QueueError as exc:
         raise UserError(Exit.TEMPFAIL, str(exc)) from None
-    if args.verbose:
-        sys.stderr.write(f"mxsend: queued as {queue_id}\n")
-    # Safe now: whatever happens next, the exit status is 0 (never 75 for a queued message).
-    _start_delivery(store.root, args.delivery, woken=args.delivery != "queue" and store.wake())
+    # Safe now: whatever happens next, the exit status is 0 (never 75 for a queued message,
+    # which the caller would send again).
+    try:
+        if args.verbose:
+            sys.stderr.write(f"mxsend: queued as {queue_id}\n")
+        woken = args.delivery != "queue" and store.wake()
+        _start_delivery(store.root, args.delivery, woken=woken)
+    except (OSError, KeyboardInterrupt) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "interrupted"
+        sys.stderr.write(f"sendmail: queued as {queue_id}; delivery not started ({why})\n")
     return int(Exit.OK)
+
+
+def _dsn_options(args: SendmailArgs) -> tuple[RcptOptions, Ret | None]:
+    """-N and -R as RCPT and MAIL options (RFC 3461); a UserError (64) when not valid."""
+    from mxsend.protocol import Notify, RcptOptions, Ret
+
+    try:
+        notify = frozenset(Notify(n.strip().upper()) for n in (args.notify or "").split(",") if n)
+        ret = Ret(args.ret.upper()) if args.ret else None
+    except ValueError as exc:
+        raise UserError(Exit.USAGE, f"-N/-R: {exc}") from None
+    return RcptOptions(notify), ret
+
+
+def _own_address(host: str) -> str:
+    """This user at this host: the sender when -f gives none. A uid with no passwd entry (a
+    container's) goes by $LOGNAME or $USER, else by its number."""
+    uid = os.getuid()
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = os.environ.get("LOGNAME") or os.environ.get("USER") or str(uid)
+    return f"{user}@{host}"
+
+
+def _read_head(file: BinaryIO) -> tuple[bytes, list[bytes], bool]:
+    """From ``file``'s start: the header fields as they are (up to the empty line, or the
+    first line that is not a field, left for the body), the same in LF form, and whether an
+    empty line ended them. A body can be any size; the fields at most 1 MiB. ``file`` is
+    left anywhere: the content is read again from its offset."""
+    from mxsend.message import MAX_HEADER_OCTETS, InvalidMessageError
+
+    raw: list[bytes] = []
+    fields: list[bytes] = []
+    size = 0
+    for line in _lines(file):
+        text = line.rstrip(b"\r\n")
+        if not text:
+            return b"".join([*raw, line]), fields, True
+        if not ((text[:1] in (b" ", b"\t") and fields) or _HEADER_NAME.match(text)):
+            break  # the body starts here, with no empty line before it
+        size += len(line)
+        if size > MAX_HEADER_OCTETS:
+            raise InvalidMessageError(
+                f"message header block is longer than {MAX_HEADER_OCTETS >> 20} MiB"
+            )
+        raw.append(line)
+        fields.append(text + b"\n")
+    return b"".join(raw), fields, False
+
+
+def _lines(file: BinaryIO) -> Iterator[bytes]:
+    """``file``'s lines from its start, each with its ending, which may be CRLF, LF or a bare
+    CR (as the encoder ends lines, so that no field can hide behind a bare CR)."""
+    file.seek(0)
+    pending = b""
+    while chunk := file.read(8192):
+        pending += chunk
+        start = 0
+        for match in re.finditer(rb"\r\n|\r(?!$)|\n", pending):
+            yield pending[start : match.end()]
+            start = match.end()
+        pending = pending[start:]
+        if len(pending) > (1 << 21):
+            yield pending  # a line this long is no field: the body starts here
+            return
+    if pending:
+        yield pending
 
 
 def _start_delivery(queue_dir: os.PathLike[str], delivery: str, *, woken: bool) -> None:
@@ -277,48 +345,32 @@ def _start_delivery(queue_dir: os.PathLike[str], delivery: str, *, woken: bool) 
 
 def _read_input(stdin: BinaryIO, *, dot_ends: bool) -> BinaryIO:
     """Standard input copied to an anonymous temporary file, up to a line holding only "."
-    unless ``dot_ends`` is off (-i): sendmail's old end of input."""
-    from mxsend.message import SpoolError, UnreadableMessageError
+    unless ``dot_ends`` is off (-i): sendmail's old end of input. A read that fails is 66, a
+    write that fails (a full disk) 75: the message was not taken."""
+    from mxsend.message import SpoolError, UnreadableMessageError, spool
 
+    if not dot_ends:
+        return spool(stdin, "standard input")
     try:
         copy = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the content
     except OSError as exc:
         raise SpoolError(f"cannot spool standard input: {exc.strerror}") from None
-    try:
-        if not dot_ends:
-            while chunk := stdin.read(65536):
-                copy.write(chunk)
-        else:
-            for line in stdin:
-                if line.rstrip(b"\r\n") == b".":
-                    break
-                copy.write(line)
-    except OSError as exc:
-        copy.close()
-        raise UnreadableMessageError(f"cannot read standard input: {exc.strerror}") from None
+    lines = iter(stdin)
+    while True:
+        try:
+            line = next(lines, b"")
+        except OSError as exc:
+            copy.close()
+            raise UnreadableMessageError(f"cannot read standard input: {exc.strerror}") from None
+        if not line or line.rstrip(b"\r\n") == b".":
+            break
+        try:
+            copy.write(line)
+        except OSError as exc:
+            copy.close()
+            raise SpoolError(f"cannot spool standard input: {exc.strerror}") from None
     copy.seek(0)
     return copy
-
-
-def _header_fields(head: bytes) -> tuple[list[bytes], int, bool]:
-    """The header block's lines in LF form; where the body starts in ``head``: after the
-    empty line, or at the first line that is not a field (the message then has fewer
-    headers than it seemed, or none); and whether an empty line ended the fields."""
-    lines: list[bytes] = []
-    position = 0
-    for match in re.finditer(rb"[^\r\n]*(?:\r\n|\r|\n|$)", head):
-        line = match.group()
-        if not line:
-            break
-        text = line.rstrip(b"\r\n")
-        if not text:
-            return lines, match.end(), True
-        if (text[:1] in (b" ", b"\t") and lines) or _HEADER_NAME.match(text):
-            lines.append(text + b"\n")
-        else:
-            return lines, position, False
-        position = match.end()
-    return lines, position, False
 
 
 def _qualified(address: str, host: str) -> str:
@@ -329,8 +381,12 @@ def _addresses(headers: email.message.Message, name: str) -> list[str]:
     """The addresses in every ``name`` field: each an addr-spec, or a bare local name (the
     caller qualifies it); a UserError (65) naming the field when one is neither."""
     found = []
-    for value in headers.get_all(name, []):
-        parsed = getattr(value, "addresses", None)
+    try:
+        values = headers.get_all(name, [])
+        parsed_values = [getattr(value, "addresses", None) for value in values]
+    except Exception:  # the email package's parser raises on some broken fields
+        raise UserError(Exit.DATAERR, f"header {name.title()}: cannot be parsed") from None
+    for parsed in parsed_values:
         if parsed is None or (not parsed and name in ("from", "sender")):
             raise UserError(Exit.DATAERR, f"header {name.title()}: not a list of addresses")
         for address in parsed:
