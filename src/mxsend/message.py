@@ -123,20 +123,23 @@ def _open(name: str, stdin: BinaryIO | None) -> tuple[BinaryIO, str | None]:
         raise UnreadableMessageError(f"cannot read {name}: {exc.strerror}") from None
 
 
-def spool(source: BinaryIO, name: str) -> BinaryIO:
+def spool(source: BinaryIO, name: str, *, until_dot: bool = False) -> BinaryIO:
     """``source`` copied, a chunk at a time, to an anonymous temporary file (mode 0600,
-    already unlinked); returned positioned at its start."""
+    already unlinked); returned positioned at its start. ``until_dot``: read by lines and
+    stop at one holding only ".", sendmail's end of input without -i. A read that fails is
+    :class:`UnreadableMessageError`, a write that fails (a full disk) :class:`SpoolError`."""
     try:
         copy = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the content
     except OSError as exc:
         raise SpoolError(f"cannot spool {name}: {exc.strerror}") from None
+    lines = iter(source) if until_dot else None
     while True:
         try:
-            chunk = source.read(_SPOOL_CHUNK)
+            chunk = source.read(_SPOOL_CHUNK) if lines is None else next(lines, b"")
         except OSError as exc:
             copy.close()
             raise UnreadableMessageError(f"cannot read {name}: {exc.strerror}") from None
-        if not chunk:
+        if not chunk or (lines is not None and chunk.rstrip(b"\r\n") == b"."):
             break
         try:
             copy.write(chunk)

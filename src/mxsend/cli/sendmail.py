@@ -24,7 +24,6 @@ import pwd
 import re
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
@@ -199,14 +198,15 @@ def submit(args: SendmailArgs, stdin: BinaryIO | None) -> int:
     says; 0 once it is safe."""
     from mxsend.cli._common import message_error
     from mxsend.cli.send import local_name, open_queue
-    from mxsend.message import MessageError, content_of, scan, strip_bcc
+    from mxsend.message import MessageError, content_of, scan, spool, strip_bcc
     from mxsend.protocol import AddressError, Body, Envelope, MailOptions, Message, ParameterError
     from mxsend.queue import QueueError, enqueue
 
     if stdin is None:
         raise UserError(Exit.NOINPUT, "no standard input to read the message from")
     try:
-        file = _read_input(stdin, dot_ends=args.dot_ends)
+        # Without -i, a line holding only "." ends the input (sendmail's old rule).
+        file = spool(stdin, "standard input", until_dot=args.dot_ends)
         head, fields, blank = _read_head(file)
         parser = email.parser.BytesHeaderParser(policy=email.policy.default)
         headers = parser.parsebytes(b"".join(fields) + b"\n")
@@ -341,36 +341,6 @@ def _start_delivery(queue_dir: os.PathLike[str], delivery: str, *, woken: bool) 
             stderr=subprocess.DEVNULL,
             start_new_session=True,  # outlives this command, as a sendmail's delivery does
         )
-
-
-def _read_input(stdin: BinaryIO, *, dot_ends: bool) -> BinaryIO:
-    """Standard input copied to an anonymous temporary file, up to a line holding only "."
-    unless ``dot_ends`` is off (-i): sendmail's old end of input. A read that fails is 66, a
-    write that fails (a full disk) 75: the message was not taken."""
-    from mxsend.message import SpoolError, UnreadableMessageError, spool
-
-    if not dot_ends:
-        return spool(stdin, "standard input")
-    try:
-        copy = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the content
-    except OSError as exc:
-        raise SpoolError(f"cannot spool standard input: {exc.strerror}") from None
-    lines = iter(stdin)
-    while True:
-        try:
-            line = next(lines, b"")
-        except OSError as exc:
-            copy.close()
-            raise UnreadableMessageError(f"cannot read standard input: {exc.strerror}") from None
-        if not line or line.rstrip(b"\r\n") == b".":
-            break
-        try:
-            copy.write(line)
-        except OSError as exc:
-            copy.close()
-            raise SpoolError(f"cannot spool standard input: {exc.strerror}") from None
-    copy.seek(0)
-    return copy
 
 
 def _qualified(address: str, host: str) -> str:
