@@ -258,3 +258,13 @@ def test_closed_standard_input_and_a_malformed_sender(queue: Path) -> None:
     assert closed.returncode == 66 and len(closed.stderr.splitlines()) == 1, closed.stderr
     bad = sendmail(queue, "-odq", "-f", "a@x.test>", "b@y.test", stdin=b"x\n")
     assert bad.returncode == 65 and b"not an address" in bad.stderr
+
+
+def test_a_line_over_998_octets_is_folded_not_refused(queue: Path) -> None:
+    # Cron output with one long line: folded with CRLF SP as Postfix does, not lost.
+    long = b"a" * 2500
+    done = sendmail(queue, "-odq", "root", stdin=b"Subject: c\n\n" + long + b"\nend\n")
+    assert done.returncode == 0, done.stderr
+    [(_, content)] = entries(queue)
+    assert max(map(len, content.split(b"\r\n"))) <= 998
+    assert content.replace(b"\r\n ", b"").endswith(b"\r\n\r\n" + long + b"\r\nend\r\n")

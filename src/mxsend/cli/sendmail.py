@@ -24,6 +24,7 @@ import pwd
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
@@ -32,7 +33,7 @@ from mxsend._exits import Exit
 from mxsend.cli._common import UserError
 
 if TYPE_CHECKING:
-    from mxsend.protocol import RcptOptions, Ret
+    from mxsend.protocol import BodyInfo, Content, RcptOptions, Ret
 
 __all__ = ["SendmailArgs", "main", "parse"]
 
@@ -198,7 +199,7 @@ def submit(args: SendmailArgs, stdin: BinaryIO | None) -> int:
     says; 0 once it is safe."""
     from mxsend.cli._common import message_error
     from mxsend.cli.send import local_name, open_queue
-    from mxsend.message import MessageError, content_of, scan, spool, strip_bcc
+    from mxsend.message import MessageError, content_of, spool, strip_bcc
     from mxsend.protocol import AddressError, Body, Envelope, MailOptions, Message, ParameterError
     from mxsend.queue import QueueError, enqueue
 
@@ -223,7 +224,7 @@ def submit(args: SendmailArgs, stdin: BinaryIO | None) -> int:
         # The fields as they were, without Bcc; an empty line before the body if none did.
         kept = strip_bcc(head) + (b"" if blank else b"\r\n")
         content = content_of(file, None, added + kept, len(head))
-        info = scan(content)
+        content, info = _folded(content)
         notify, ret = _dsn_options(args)
         options = MailOptions(
             size=info.size,
@@ -255,6 +256,31 @@ def submit(args: SendmailArgs, stdin: BinaryIO | None) -> int:
         why = exc.strerror if isinstance(exc, OSError) else "interrupted"
         sys.stderr.write(f"sendmail: queued as {queue_id}; delivery not started ({why})\n")
     return int(Exit.OK)
+
+
+def _folded(content: Content) -> tuple[Content, BodyInfo]:
+    """``content``, or when a line is over 998 octets (RFC 5322 2.1.1), a copy with each such
+    line broken by CRLF SP, as Postfix does on output: mail from cron is not lost for one
+    long line of output. Read in chunks, never whole."""
+    from mxsend.message import SpoolError, UnreadableMessageError, scan
+    from mxsend.protocol import BodyEncoder, Content, ContentError, LinePolicy
+
+    try:
+        info = content.scan()
+        if not info.long_lines:
+            return content, info
+        copy = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the content
+        encoder = BodyEncoder(dot_stuff=False, line_policy=LinePolicy.FOLD)
+        for chunk in content.chunks():
+            copy.write(encoder.encode(chunk))
+        copy.write(encoder.finish())
+    except ContentError as exc:
+        raise UnreadableMessageError(str(exc)) from None
+    except OSError as exc:
+        raise SpoolError(f"cannot spool standard input: {exc.strerror}") from None
+    copy.seek(0)
+    folded = Content.from_file(copy)
+    return folded, scan(folded)
 
 
 def _dsn_options(args: SendmailArgs) -> tuple[RcptOptions, Ret | None]:
