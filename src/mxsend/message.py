@@ -16,7 +16,9 @@ what went wrong, not how a program should exit::
 
 from __future__ import annotations
 
+import email.message
 import email.parser
+import email.policy
 import email.utils
 import os
 import re
@@ -26,7 +28,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from mxsend.protocol import BodyInfo, Content, ContentError, MxsendError
+from mxsend.protocol import MAX_LINE_OCTETS, BodyInfo, Content, ContentError, MxsendError
 
 __all__ = [
     "MAX_HEADER_OCTETS",
@@ -36,6 +38,7 @@ __all__ = [
     "SpoolError",
     "UnreadableMessageError",
     "content_of",
+    "header_fields",
     "header_recipients",
     "prepare",
     "read_header_block",
@@ -50,6 +53,7 @@ _SPOOL_CHUNK = 65536
 MAX_HEADER_OCTETS = 1024 * 1024
 _HEADER_BLOCK = 8192  # read a header block this much at a time
 _LINE_END = re.compile(rb"\r\n|\r|\n")  # as BodyEncoder ends lines
+_FIELD_NAME = re.compile(rb"[!-9;-~]+")  # RFC 5322 3.6.8: printable ASCII but the colon
 
 
 class MessageError(MxsendError):
@@ -151,10 +155,12 @@ def spool(source: BinaryIO, name: str, *, until_dot: bool = False) -> BinaryIO:
 
 
 def read_header_block(file: BinaryIO, name: str) -> bytes:
-    """The header block from ``file``'s position, as it is in the file: every line up to and
-    including the first empty one, or the whole file when it has none. Lines end as the
-    encoder ends them (CRLF, LF or a bare CR), so no header can hide behind a bare CR. Reads
-    in small blocks, at most :data:`MAX_HEADER_OCTETS` and a block."""
+    """The header block from ``file``'s position, as it is in the file: its fields up to and
+    including the empty line that ends them; or, when a line comes that is not a field (nor
+    a field's continuation), the fields before it: the body starts there, as Postfix's
+    cleanup has it. Lines end as the encoder ends them (CRLF, LF or a bare CR), so no header
+    can hide behind a bare CR. Reads in small blocks, at most :data:`MAX_HEADER_OCTETS` and
+    a block."""
     data = bytearray()
     line_start = 0
     while True:
@@ -164,8 +170,6 @@ def read_header_block(file: BinaryIO, name: str) -> bytes:
             raise UnreadableMessageError(f"cannot read {name}: {exc.strerror}") from None
         data += block
         end, line_start = _header_end(data, line_start, eof=not block)
-        if end is None and not block:
-            end = len(data)  # only headers
         if end is not None and end <= MAX_HEADER_OCTETS:
             return bytes(data[:end])
         if len(data) > MAX_HEADER_OCTETS:
@@ -176,20 +180,47 @@ def read_header_block(file: BinaryIO, name: str) -> bytes:
 
 
 def _header_end(data: bytearray, line_start: int, *, eof: bool) -> tuple[int | None, int]:
-    """Where the empty line that ends the header block ends, if ``data`` holds it, and where
-    the line being read starts, to go on from there when more data comes."""
+    """Where the header block ends, if ``data`` holds its end (after the empty line, or
+    where a line that is not a field starts), and where the line being read starts, to go
+    on from there when more data comes."""
     for match in _LINE_END.finditer(data, line_start):
         if match.group() == b"\r" and match.end() == len(data) and not eof:
             return None, line_start  # a CR at the end may be the first half of a CRLF
         if match.start() == line_start:
             return match.end(), line_start
+        if not _is_field(data, line_start, match.start()):
+            return line_start, line_start
         line_start = match.end()
-    return None, line_start
+    if line_start == len(data) or _is_field(data, line_start, len(data), finished=eof):
+        return (len(data) if eof else None), line_start  # only fields, or more to read
+    return line_start, line_start
+
+
+def _is_field(data: bytearray, start: int, end: int, *, finished: bool = True) -> bool:
+    """Whether ``data[start:end]`` is a header field (RFC 5322 2.2: a name of printable
+    ASCII but ":", then ":") or, after the first line, a continuation (RFC 5322 2.2.3).
+    An unfinished line counts as one while its name may still end in ":" (and is no longer
+    than a line may be)."""
+    if start < end and data[start] in (0x20, 0x09):  # SP or HT
+        return start > 0
+    name = _FIELD_NAME.match(data, start, end)
+    stop = name.end() if name else start
+    if stop == end:  # no ":" yet: the name may go on in the next block
+        return not finished and end - start <= MAX_LINE_OCTETS
+    return stop > start and data[stop : stop + 1] == b":"
 
 
 def _canonical_lines(head: bytes) -> bytes:
     """``head`` with every line ending (CRLF, bare LF, bare CR) made one LF."""
     return head.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+
+def header_fields(head: bytes) -> email.message.Message:
+    """The fields of a header block, parsed (the modern policy: address fields have
+    ``.addresses``; a field that does not parse may raise)."""
+    return email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(
+        _canonical_lines(head) + b"\n"
+    )
 
 
 def header_recipients(head: bytes) -> tuple[list[str], str | None]:

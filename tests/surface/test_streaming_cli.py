@@ -285,11 +285,13 @@ def test_long_line_and_long_header_block_exit_65(tmp_path: Path) -> None:
     done = mxsend("send", *NOWHERE, "--from", "a@x.test", "--to", "b@y.test", str(long_line))
     assert done.returncode == 65, done.stderr
     assert b"longer than 998 octets" in one_line(done.stderr)
+    # A first line that is not a field starts the body: the To lines after it are content,
+    # not recipients, however many there are (RFC 5322 2.2; Postfix's cleanup reads it so).
     headless = tmp_path / "headless.eml"
     headless.write_bytes(b"z" * 990 + b"\n" + (b"To: b@y.test\n" * (MAX_HEADER_OCTETS // 13)))
     done = mxsend("send", *NOWHERE, "-t", str(headless))
-    assert done.returncode == 65, done.stderr
-    assert b"header block is longer than 1 MiB" in one_line(done.stderr)
+    assert done.returncode == 64, done.stderr
+    assert b"no recipients" in one_line(done.stderr)
 
 
 # -- delivered, end to end -----------------------------------------------------------------
@@ -380,3 +382,24 @@ def test_bcc_is_removed_whatever_the_line_endings(tmp_path: Path, ending: bytes)
     wire = b"".join(encoder.encode(c) for c in message.content.chunks()) + encoder.finish()
     assert b"bcc" not in wire.lower()
     assert wire.endswith(b"\r\n\r\nbody\r\n.\r\n")
+
+
+@pytest.mark.parametrize(
+    ("data", "head"),
+    [
+        (b"Subject: x\n\nbody\n", b"Subject: x\n\n"),
+        (b"Subject: x\r\n\tgoes on\r\n\r\nbody", b"Subject: x\r\n\tgoes on\r\n\r\n"),
+        (b"hi there\nSubject: x\n\n", b""),  # no header block at all
+        (b"Subject: x\nnot a field\n\nrest", b"Subject: x\n"),
+        (b" continues nothing\n\n", b""),
+        (b"Subject: x\rBcc: y\r\rbody", b"Subject: x\rBcc: y\r\r"),  # bare CRs end lines
+        (b"Subject: x", b"Subject: x"),  # only a field, no line end
+        (b"zzz", b""),
+        (b"X-Long: " + b"a" * 20000 + b"\n\nbody", b"X-Long: " + b"a" * 20000 + b"\n\n"),
+        (b"z" * 20000, b""),  # one long line of output is a body, read no further
+    ],
+)
+def test_header_block_ends_at_the_empty_line_or_the_first_line_that_is_no_field(
+    data: bytes, head: bytes
+) -> None:
+    assert message_module.read_header_block(io.BytesIO(data), "m") == head

@@ -16,8 +16,6 @@ the rest of the message is left as it was. A plain submission imports no Twisted
 from __future__ import annotations
 
 import email.message
-import email.parser
-import email.policy
 import email.utils
 import os
 import pwd
@@ -25,7 +23,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -43,7 +41,6 @@ _VALUED = set("BCFLNORVXfhr")
 _IGNORED = set("GIUmn") | {"B", "C", "L", "O", "X", "h"}
 _MODES = {"m": "deliver", "p": "list", "s": "smtp", "i": "newaliases"}
 _DELIVERY = {"b": "background", "i": "interactive", "q": "queue", "d": "background"}
-_HEADER_NAME = re.compile(rb"[!-9;-~]+:")  # RFC 5322 3.6.8: printable ASCII but the colon
 _ADDRESS_FIELDS = (
     "from", "sender", "reply-to", "to", "cc", "bcc",
     "resent-from", "resent-sender", "resent-to", "resent-cc", "resent-bcc",
@@ -199,7 +196,14 @@ def submit(args: SendmailArgs, stdin: BinaryIO | None) -> int:
     says; 0 once it is safe."""
     from mxsend.cli._common import message_error
     from mxsend.cli.send import local_name, open_queue
-    from mxsend.message import MessageError, content_of, spool, strip_bcc
+    from mxsend.message import (
+        MessageError,
+        content_of,
+        header_fields,
+        read_header_block,
+        spool,
+        strip_bcc,
+    )
     from mxsend.protocol import AddressError, Body, Envelope, MailOptions, Message, ParameterError
     from mxsend.queue import QueueError, enqueue
 
@@ -208,9 +212,8 @@ def submit(args: SendmailArgs, stdin: BinaryIO | None) -> int:
     try:
         # Without -i, a line holding only "." ends the input (sendmail's old rule).
         file = spool(stdin, "standard input", until_dot=args.dot_ends)
-        head, fields, blank = _read_head(file)
-        parser = email.parser.BytesHeaderParser(policy=email.policy.default)
-        headers = parser.parsebytes(b"".join(fields) + b"\n")
+        head = read_header_block(file, "standard input")
+        headers = header_fields(head)
         _check_addresses(headers)
         host = local_name()
         # A bare local name gets this host's name, as Postfix appends myorigin.
@@ -222,7 +225,7 @@ def submit(args: SendmailArgs, stdin: BinaryIO | None) -> int:
             raise UserError(Exit.USAGE, "no recipients: give them as arguments, or -t")
         added = _fix_ups(headers, sender or _own_address(host), args.full_name, host)
         # The fields as they were, without Bcc; an empty line before the body if none did.
-        kept = strip_bcc(head) + (b"" if blank else b"\r\n")
+        kept = strip_bcc(head) + (b"" if _ends_with_empty_line(head) else b"\r\n")
         content = content_of(file, None, added + kept, len(head))
         content, info = _folded(content)
         notify, ret = _dsn_options(args)
@@ -306,49 +309,8 @@ def _own_address(host: str) -> str:
     return f"{user}@{host}"
 
 
-def _read_head(file: BinaryIO) -> tuple[bytes, list[bytes], bool]:
-    """From ``file``'s start: the header fields as they are (up to the empty line, or the
-    first line that is not a field, left for the body), the same in LF form, and whether an
-    empty line ended them. A body can be any size; the fields at most 1 MiB. ``file`` is
-    left anywhere: the content is read again from its offset."""
-    from mxsend.message import MAX_HEADER_OCTETS, InvalidMessageError
-
-    raw: list[bytes] = []
-    fields: list[bytes] = []
-    size = 0
-    for line in _lines(file):
-        text = line.rstrip(b"\r\n")
-        if not text:
-            return b"".join([*raw, line]), fields, True
-        if not ((text[:1] in (b" ", b"\t") and fields) or _HEADER_NAME.match(text)):
-            break  # the body starts here, with no empty line before it
-        size += len(line)
-        if size > MAX_HEADER_OCTETS:
-            raise InvalidMessageError(
-                f"message header block is longer than {MAX_HEADER_OCTETS >> 20} MiB"
-            )
-        raw.append(line)
-        fields.append(text + b"\n")
-    return b"".join(raw), fields, False
-
-
-def _lines(file: BinaryIO) -> Iterator[bytes]:
-    """``file``'s lines from its start, each with its ending, which may be CRLF, LF or a bare
-    CR (as the encoder ends lines, so that no field can hide behind a bare CR)."""
-    file.seek(0)
-    pending = b""
-    while chunk := file.read(8192):
-        pending += chunk
-        start = 0
-        for match in re.finditer(rb"\r\n|\r(?!$)|\n", pending):
-            yield pending[start : match.end()]
-            start = match.end()
-        pending = pending[start:]
-        if len(pending) > (1 << 21):
-            yield pending  # a line this long is no field: the body starts here
-            return
-    if pending:
-        yield pending
+def _ends_with_empty_line(head: bytes) -> bool:
+    return re.split(rb"\r\n|\r|\n", head)[-2:] == [b"", b""]
 
 
 def _start_delivery(queue_dir: os.PathLike[str], delivery: str, *, woken: bool) -> None:
