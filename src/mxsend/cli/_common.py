@@ -15,6 +15,7 @@ from mxsend.protocol import MxsendError
 if TYPE_CHECKING:
     from mxsend.message import MessageError
     from mxsend.options import Timeouts
+    from mxsend.protocol import RcptOptions, Ret
 
 __all__ = [
     "EXIT_HELP",
@@ -22,6 +23,7 @@ __all__ = [
     "Subcommands",
     "UserError",
     "dns_server",
+    "dsn_options",
     "host_port",
     "internal_error",
     "message_error",
@@ -168,6 +170,20 @@ def message_error(exc: MessageError) -> UserError:
     else:  # InvalidMessageError
         status = Exit.DATAERR
     return UserError(status, str(exc))
+
+
+def dsn_options(notify: str | None, ret: str | None, flags: str) -> tuple[RcptOptions, Ret | None]:
+    """NOTIFY (``never`` or a list of success, failure, delay) as RCPT options and RET
+    (``full`` or ``hdrs``), RFC 3461 4.1 and 4.3. A word that is neither is a UserError
+    (64) naming ``flags``; NEVER with others raises the core's ParameterError."""
+    from mxsend.protocol import Notify, RcptOptions, Ret
+
+    try:
+        wanted = frozenset(Notify(n.strip().upper()) for n in (notify or "").split(",") if n)
+        returned = Ret(ret.upper()) if ret else None
+    except ValueError as exc:
+        raise UserError(Exit.USAGE, f"{flags}: {exc}") from None
+    return RcptOptions(wanted), returned
 
 
 def internal_error(exc: BaseException, *, verbose: bool = False) -> int:

@@ -20,6 +20,7 @@ from mxsend.cli._common import (
     Parser,
     Subcommands,
     UserError,
+    dsn_options,
     host_port,
     message_error,
     parse_timeouts,
@@ -200,10 +201,7 @@ def build_request(args: argparse.Namespace) -> Request:
         Envelope,
         MailOptions,
         Message,
-        Notify,
         ParameterError,
-        RcptOptions,
-        Ret,
     )
 
     try:
@@ -225,22 +223,16 @@ def build_request(args: argparse.Namespace) -> Request:
     except MessageError as exc:
         raise message_error(exc) from None
     try:
-        notify = (
-            frozenset(Notify(n.strip().upper()) for n in args.notify.split(","))
-            if args.notify
-            else frozenset()
-        )
+        notify, ret = dsn_options(args.notify, args.ret, "--notify")
         options = MailOptions(
             size=info.size,
             body=Body.EIGHT_BIT_MIME if info.eight_bit else None,
-            ret=Ret(args.ret.upper()) if args.ret else None,
+            ret=ret,
             envid=args.envid,
         )
-        envelope = Envelope.build(sender, recipients, options, RcptOptions(notify))
+        envelope = Envelope.build(sender, recipients, options, notify)
     except (AddressError, ParameterError) as exc:
         raise UserError(Exit.DATAERR, str(exc)) from None
-    except ValueError as exc:
-        raise UserError(Exit.USAGE, f"--notify: {exc}") from None
     return Request([Message(envelope, prepared.content)], delivery_options(args), args.dns)
 
 

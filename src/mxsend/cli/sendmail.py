@@ -31,7 +31,7 @@ from mxsend._exits import Exit
 from mxsend.cli._common import UserError
 
 if TYPE_CHECKING:
-    from mxsend.protocol import BodyInfo, Content, RcptOptions, Ret
+    from mxsend.protocol import BodyInfo, Content
 
 __all__ = ["SendmailArgs", "main", "parse"]
 
@@ -194,7 +194,7 @@ def _mxsend(command: list[str]) -> int:
 def submit(args: SendmailArgs, stdin: BinaryIO | None) -> int:
     """Queue the message on ``stdin`` durably, then have it delivered as ``args.delivery``
     says; 0 once it is safe."""
-    from mxsend.cli._common import message_error
+    from mxsend.cli._common import dsn_options, message_error
     from mxsend.cli.send import local_name, open_queue
     from mxsend.message import (
         MessageError,
@@ -228,7 +228,7 @@ def submit(args: SendmailArgs, stdin: BinaryIO | None) -> int:
         kept = strip_bcc(head) + (b"" if _ends_with_empty_line(head) else b"\r\n")
         content = content_of(file, None, added + kept, len(head))
         content, info = _folded(content)
-        notify, ret = _dsn_options(args)
+        notify, ret = dsn_options(args.notify, args.ret, "-N/-R")
         options = MailOptions(
             size=info.size,
             body=Body.EIGHT_BIT_MIME if info.eight_bit else None,
@@ -284,18 +284,6 @@ def _folded(content: Content) -> tuple[Content, BodyInfo]:
     copy.seek(0)
     folded = Content.from_file(copy)
     return folded, scan(folded)
-
-
-def _dsn_options(args: SendmailArgs) -> tuple[RcptOptions, Ret | None]:
-    """-N and -R as RCPT and MAIL options (RFC 3461); a UserError (64) when not valid."""
-    from mxsend.protocol import Notify, RcptOptions, Ret
-
-    try:
-        notify = frozenset(Notify(n.strip().upper()) for n in (args.notify or "").split(",") if n)
-        ret = Ret(args.ret.upper()) if args.ret else None
-    except ValueError as exc:
-        raise UserError(Exit.USAGE, f"-N/-R: {exc}") from None
-    return RcptOptions(notify), ret
 
 
 def _own_address(host: str) -> str:
