@@ -1,68 +1,45 @@
 """The ``mxsend`` command line: one module per command, and :func:`main` to pick one.
 
-Each command module (``send``, ``plan``, ``demo``) has ``setup(commands)``, which adds its
-subcommand and options to the ``mxsend`` parser, and ``execute(args)``, which runs it and
-returns the exit status. What they share (the user error, one-line usage errors, option types,
-running in the reactor) is in ``_common``. User errors print one line (``mxsend: ...``) and
-exit with a sysexits status; no traceback. Commands import their machinery (Twisted, the demo
-world) only when they run, so ``mxsend --help`` stays quick.
+Each command module (``send``, ``queue``, ``daemon``, ``plan``, ``demo``) has
+``setup(commands)``, which adds its subcommand and options to the ``mxsend`` parser, and
+``execute(args)``, which runs it and returns the exit status; :mod:`mxsend.cli._main` puts
+them together. What they share (the user error, one-line usage errors, option types, running
+in the reactor) is in ``_common``. User errors print one line (``mxsend: ...``) and exit with
+a sysexits status; no traceback. Commands import their machinery (Twisted, the demo world)
+only when they run, so ``mxsend --help`` stays quick.
 
-Commands to come (config) are modules here in the same shape, added to ``_COMMANDS``.
-The sendmail front end, :mod:`mxsend.cli.sendmail`, is a program of its own
-(``mxsend-sendmail``); message preparation is :mod:`mxsend.message`.
+This package itself imports nothing: the sendmail front end, :mod:`mxsend.cli.sendmail`, a
+program of its own (``mxsend-sendmail``), lives here and must start light. Message
+preparation is :mod:`mxsend.message`.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Sequence
-from typing import Protocol
+TYPE_CHECKING = False  # typing costs an import; mypy takes this name as True
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
-from mxsend import __version__
-from mxsend.cli import daemon, demo, install, plan, queue, send
-from mxsend.cli._common import Parser, Subcommands, UserError, internal_error, run_in_reactor
+    from mxsend.cli._common import UserError, internal_error, run_in_reactor
+    from mxsend.cli._main import build_parser
 
 __all__ = ["UserError", "build_parser", "internal_error", "main", "run_in_reactor"]
 
 
-class _Command(Protocol):
-    """What a command module has."""
-
-    def setup(self, commands: Subcommands) -> argparse.ArgumentParser: ...
-
-    def execute(self, args: argparse.Namespace) -> int: ...
-
-
-#: Every command, by the name it is given on the command line, in the order ``--help`` shows.
-_COMMANDS: dict[str, _Command] = {
-    "send": send,
-    "queue": queue,
-    "daemon": daemon,
-    "plan": plan,
-    "demo": demo,
-    "install-sendmail": install,
-}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``mxsend`` parser, with each command's subcommand."""
-    parser = Parser(prog="mxsend", description="Outbound e-mail delivery, built on Twisted.")
-    parser.add_argument("--version", action="version", version=f"mxsend {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for command in _COMMANDS.values():
-        command.setup(commands)
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mxsend`` with ``argv`` (default: the process's arguments); the exit status."""
-    args = build_parser().parse_args(argv)
-    verbose = bool(getattr(args, "verbose", False))
-    try:
-        return _COMMANDS[args.command].execute(args)
-    except UserError as exc:
-        sys.stderr.write(f"mxsend: {exc}\n")
-        return int(exc.status)
-    except Exception as exc:
-        return internal_error(exc, verbose=verbose)
+    from mxsend.cli._main import main as run
+
+    return run(argv)
+
+
+def __getattr__(name: str) -> object:
+    # The shared names, imported when first asked for (PEP 562).
+    if name in ("UserError", "internal_error", "run_in_reactor"):
+        from mxsend.cli import _common
+
+        return getattr(_common, name)
+    if name == "build_parser":
+        from mxsend.cli import _main
+
+        return _main.build_parser
+    raise AttributeError(f"module 'mxsend.cli' has no attribute {name!r}")

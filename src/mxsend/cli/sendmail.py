@@ -10,66 +10,75 @@ and ``-odq`` only queues. Under the name ``mailq`` it lists the queue (``-bp``);
 
 On submission (RFC 5322) Date, Message-ID and From are added when missing, Bcc fields are
 removed, and the header fields that carry addresses must parse (exit 65 naming the field);
-the rest of the message is left as it was. A plain submission imports no Twisted.
+the rest of the message is left as it was.
+
+A plain submission takes the lean path (:mod:`mxsend.cli._drop`): this module and that one
+import nothing but ``os``, ``sys``, ``time`` and ``pwd``, so that a submission costs little
+more than starting Python. Everything else goes to the full path (:mod:`mxsend.cli._submit`).
 """
 
 from __future__ import annotations
 
-import email.message
-import email.utils
+import io
 import os
-import pwd
-import re
-import subprocess
 import sys
-import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO
 
-from mxsend._exits import Exit
-from mxsend.cli._common import UserError
+from mxsend.cli import _drop
 
+TYPE_CHECKING = False  # typing costs an import; mypy takes this name as True
 if TYPE_CHECKING:
-    from mxsend.protocol import BodyInfo, Content
+    from collections.abc import Sequence
+    from typing import BinaryIO
 
-__all__ = ["SendmailArgs", "main", "parse"]
+__all__ = ["Refusal", "SendmailArgs", "main", "parse"]
 
+# sysexits.h (mxsend._exits.Exit, whose enum costs an import here).
+_OK, _USAGE, _DATAERR, _NOINPUT, _TEMPFAIL = 0, 64, 65, 66, 75
 # Letters that take a value, attached (-fADDR) or as the next argument (-f ADDR).
 _VALUED = set("BCFLNORVXfhr")
 # Known sendmail letters with nothing to do here: accepted, and named on stderr with -v.
 _IGNORED = set("GIUmn") | {"B", "C", "L", "O", "X", "h"}
 _MODES = {"m": "deliver", "p": "list", "s": "smtp", "i": "newaliases"}
 _DELIVERY = {"b": "background", "i": "interactive", "q": "queue", "d": "background"}
-_ADDRESS_FIELDS = (
-    "from", "sender", "reply-to", "to", "cc", "bcc",
-    "resent-from", "resent-sender", "resent-to", "resent-cc", "resent-bcc",
-)  # fmt: skip
-_ADDR_SPEC = re.compile(r"[^\s<>@]+(?:@[^\s<>@]+)?")  # checked again as it is queued
+_READ = 65536
 
 
-@dataclass
+class Refusal(Exception):
+    """A submission refused: one line for standard error, and a sysexits status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class SendmailArgs:
     """What a sendmail command line asks for."""
 
-    recipients: list[str] = field(default_factory=list)
-    sender: str | None = None  #: -f/-r; "" is the null sender <>
-    full_name: str | None = None  #: -F
-    from_headers: bool = False  #: -t
-    dot_ends: bool = True  #: a line with only "." ends the input, unless -i / -oi
-    mode: str = "deliver"  #: -bm, -bp, -bs, -bi
-    delivery: str = "background"  #: -odb, -odi, -odq
-    run_queue: str | None = None  #: -q (""), -qR..., -qS...
-    notify: str | None = None  #: -N
-    ret: str | None = None  #: -R
-    envid: str | None = None  #: -V
-    verbose: bool = False
-    ignored: list[str] = field(default_factory=list)
+    __slots__ = (
+        "delivery", "dot_ends", "envid", "from_headers", "full_name", "ignored", "mode",
+        "notify", "queue_dir", "recipients", "ret", "run_queue", "sender", "verbose",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.recipients: list[str] = []
+        self.sender: str | None = None  #: -f/-r; "" is the null sender <>
+        self.full_name: str | None = None  #: -F
+        self.from_headers = False  #: -t
+        self.dot_ends = True  #: a line with only "." ends the input, unless -i / -oi
+        self.mode = "deliver"  #: -bm, -bp, -bs, -bi
+        self.delivery = "background"  #: -odb, -odi, -odq
+        self.run_queue: str | None = None  #: -q (""), -qR..., -qS...
+        self.notify: str | None = None  #: -N
+        self.ret: str | None = None  #: -R
+        self.envid: str | None = None  #: -V
+        self.verbose = False
+        self.ignored: list[str] = []
+        self.queue_dir: str | None = None  #: the default queue when None
 
 
 def parse(argv: Sequence[str]) -> SendmailArgs:
     """The sendmail command line ``argv`` (without the program name), as getopt reads it;
-    a UserError (64) for an unknown letter or a missing value."""
+    a Refusal (64) for an unknown letter or a missing value."""
     args = SendmailArgs()
     rest = list(argv)
     while rest:
@@ -86,16 +95,20 @@ def parse(argv: Sequence[str]) -> SendmailArgs:
             if letter in _VALUED:
                 if not cluster:
                     if not rest:
-                        raise UserError(Exit.USAGE, f"option -{letter} needs a value")
+                        raise Refusal(_USAGE, f"option -{letter} needs a value")
                     cluster = rest.pop(0)
                 _valued(args, letter, cluster)
                 break
-            if letter == "o":
+            if letter == "o":  # getopt's "o:": "-o i" is "-oi"
+                if not cluster:
+                    if not rest:
+                        raise Refusal(_USAGE, "option -o needs a value")
+                    cluster = rest.pop(0)
                 _option(args, cluster)
                 break
             if letter == "b":
                 if cluster[:1] not in _MODES:
-                    raise UserError(Exit.USAGE, f"-b{cluster[:1]}: mode not supported")
+                    raise Refusal(_USAGE, f"-b{cluster[:1]}: mode not supported")
                 args.mode = _MODES[cluster[:1]]
                 cluster = cluster[1:]
             elif letter == "q":
@@ -110,7 +123,7 @@ def parse(argv: Sequence[str]) -> SendmailArgs:
             elif letter in _IGNORED:
                 args.ignored.append(f"-{letter}")
             else:
-                raise UserError(Exit.USAGE, f"unknown option -{letter}")
+                raise Refusal(_USAGE, f"unknown option -{letter}")
     return args
 
 
@@ -120,11 +133,11 @@ def _valued(args: SendmailArgs, letter: str, value: str) -> None:
         if value.startswith("<") and value.endswith(">"):
             value = value[1:-1]
         if "<" in value or ">" in value:
-            raise UserError(Exit.DATAERR, f"-{letter} {value!r} is not an address")
+            raise Refusal(_DATAERR, f"-{letter} {value!r} is not an address")
         args.sender = value
     elif letter == "F":
         if not value.isprintable():  # a CR or LF would start a header field of its own
-            raise UserError(Exit.USAGE, "-F: the full name must be one line of printable text")
+            raise Refusal(_USAGE, "-F: the full name must be one line of printable text")
         args.full_name = value
     elif letter == "N":
         args.notify = value
@@ -152,11 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = os.path.basename(argv[0]) if argv else "sendmail"
     try:
         return _run(name, argv[1:])
-    except UserError as exc:
+    except Refusal as exc:
         sys.stderr.write(f"{name}: {exc}\n")
-        return int(exc.status)
+        return exc.status
     except KeyboardInterrupt:
-        return int(Exit.TEMPFAIL)
+        return _TEMPFAIL
 
 
 def _run(name: str, argv: Sequence[str]) -> int:
@@ -172,17 +185,49 @@ def _run(name: str, argv: Sequence[str]) -> int:
     if args.mode == "list":
         return _mxsend(["queue", "list"])
     if args.mode == "smtp":
-        raise UserError(Exit.USAGE, "-bs (SMTP on standard input) is not supported yet")
+        return smtp_session(args)
     if args.run_queue is not None:
         if args.run_queue:
-            raise UserError(Exit.USAGE, f"-q{args.run_queue}: only -q (every entry) works")
+            raise Refusal(_USAGE, f"-q{args.run_queue}: only -q (every entry) works")
         return _mxsend(["queue", "run"])
-    return submit(args, sys.stdin.buffer if sys.stdin is not None else None)
+    stdin = sys.stdin.buffer if sys.stdin is not None else None
+    if stdin is None:
+        raise Refusal(_NOINPUT, "no standard input to read the message from")
+    return submit(args, stdin)
+
+
+def smtp_session(args: SendmailArgs) -> int:
+    """``-bs``: SMTP on standard input and output (:mod:`mxsend.cli._bs`); each message
+    accepted is queued by the full path before its 250, and delivery starts once at the end
+    as ``args.delivery`` says."""
+    from mxsend.cli._bs import Submission, serve
+
+    host = host_name()
+    own = own_address(host)
+    root = args.queue_dir or _drop.queue_dir(os.environ)
+    queued: list[str] = []
+
+    def submit(message: Submission) -> str:
+        each = SendmailArgs()
+        each.sender = message.sender or ""  # the null sender <> stays null
+        each.recipients = list(message.recipients)
+        each.dot_ends = False  # SMTP's own dot has ended it already
+        each.queue_dir = args.queue_dir
+        queue_id = _submit_full(each, message.content, host, own)
+        queued.append(queue_id)
+        return queue_id
+
+    if sys.stdin is None or sys.stdout is None:
+        raise Refusal(_NOINPUT, "-bs needs standard input and output")
+    status = serve(sys.stdin.buffer, sys.stdout.buffer, host=host, submit=submit)
+    if queued:
+        _after_queueing(args, root, queued[-1])
+    return status
 
 
 def _newaliases() -> int:
     sys.stderr.write("newaliases: mxsend keeps no alias database; nothing to rebuild\n")
-    return int(Exit.OK)
+    return _OK
 
 
 def _mxsend(command: list[str]) -> int:
@@ -191,104 +236,172 @@ def _mxsend(command: list[str]) -> int:
     return mxsend_main(command)
 
 
-def submit(args: SendmailArgs, stdin: BinaryIO | None) -> int:
+def submit(args: SendmailArgs, stdin: BinaryIO) -> int:
     """Queue the message on ``stdin`` durably, then have it delivered as ``args.delivery``
     says; 0 once it is safe."""
-    from mxsend.cli._common import dsn_options, message_error
-    from mxsend.cli.send import local_name, open_queue
-    from mxsend.message import (
-        MessageError,
-        content_of,
-        header_fields,
-        read_header_block,
-        spool,
-        strip_bcc,
-    )
-    from mxsend.protocol import AddressError, Body, Envelope, MailOptions, Message, ParameterError
-    from mxsend.queue import QueueError, enqueue
-
-    if stdin is None:
-        raise UserError(Exit.NOINPUT, "no standard input to read the message from")
-    try:
-        # Without -i, a line holding only "." ends the input (sendmail's old rule).
-        file = spool(stdin, "standard input", until_dot=args.dot_ends)
-        head = read_header_block(file, "standard input")
-        headers = header_fields(head)
-        _check_addresses(headers)
-        host = local_name()
-        # A bare local name gets this host's name, as Postfix appends myorigin.
-        sender = _own_address(host) if args.sender is None else _qualified(args.sender, host)
-        recipients = [_qualified(r, host) for r in args.recipients]
-        if args.from_headers:
-            recipients += [_qualified(r, host) for r in _header_recipients(headers)]
-        if not recipients:
-            raise UserError(Exit.USAGE, "no recipients: give them as arguments, or -t")
-        added = _fix_ups(headers, sender or _own_address(host), args.full_name, host)
-        # The fields as they were, without Bcc; an empty line before the body if none did.
-        kept = strip_bcc(head) + (b"" if _ends_with_empty_line(head) else b"\r\n")
-        content = content_of(file, None, added + kept, len(head))
-        content, info = _folded(content)
-        notify, ret = dsn_options(args.notify, args.ret, "-N/-R")
-        options = MailOptions(
-            size=info.size,
-            body=Body.EIGHT_BIT_MIME if info.eight_bit else None,
-            ret=ret,
-            envid=args.envid,
+    host = host_name()
+    own = own_address(host)
+    root = args.queue_dir or _drop.queue_dir(os.environ)
+    args.recipients = [a for argument in args.recipients for a in _argument_addresses(argument)]
+    data, complete = _read_input(stdin, dot_ends=args.dot_ends)
+    drop = None
+    if complete and _lean(args):
+        drop = _drop.prepare(
+            data,
+            sender=args.sender,
+            full_name=args.full_name,
+            recipients=args.recipients,
+            from_headers=args.from_headers,
+            host=host,
+            own_address=own,
         )
-        envelope = Envelope.build(sender or None, recipients, options, notify)
-    except MessageError as exc:
-        raise message_error(exc) from None
-    except (AddressError, ParameterError) as exc:
-        raise UserError(Exit.DATAERR, str(exc)) from None
-    try:
-        store = open_queue(None)
-    except UserError as exc:
-        raise UserError(Exit.TEMPFAIL, str(exc)) from None  # not queued: the caller retries
-    try:
-        [queue_id] = enqueue(store, Message(envelope, content), uid=os.getuid())
-    except QueueError as exc:
-        raise UserError(Exit.TEMPFAIL, str(exc)) from None
-    # Safe now: whatever happens next, the exit status is 0 (never 75 for a queued message,
-    # which the caller would send again).
+    if drop is not None:
+        try:
+            queue_id = _drop.write(root, drop, uid=os.getuid())
+        except _drop.QueueWriteError as exc:
+            raise Refusal(_TEMPFAIL, str(exc)) from None  # not queued: the caller retries
+    else:
+        queue_id = _full(
+            args, io.BufferedReader(_Replay(data, None if complete else stdin)), host, own
+        )
+    _after_queueing(args, root, queue_id)
+    return _OK
+
+
+def _after_queueing(args: SendmailArgs, root: str, queue_id: str) -> None:
+    """Have the queue delivered as ``args.delivery`` says. The message is safe already:
+    whatever happens here, the exit status stays 0 (never 75 for a queued message, which
+    the caller would send again)."""
     try:
         if args.verbose:
             sys.stderr.write(f"mxsend: queued as {queue_id}\n")
-        woken = args.delivery != "queue" and store.wake()
-        _start_delivery(store.root, args.delivery, woken=woken)
+        woken = args.delivery != "queue" and _wake(root)
+        _start_delivery(root, args.delivery, woken=woken)
     except (OSError, KeyboardInterrupt) as exc:
         why = exc.strerror if isinstance(exc, OSError) else "interrupted"
         sys.stderr.write(f"sendmail: queued as {queue_id}; delivery not started ({why})\n")
-    return int(Exit.OK)
 
 
-def _folded(content: Content) -> tuple[Content, BodyInfo]:
-    """``content``, or when a line is over 998 octets (RFC 5322 2.1.1), a copy with each such
-    line broken by CRLF SP, as Postfix does on output: mail from cron is not lost for one
-    long line of output. Read in chunks, never whole."""
-    from mxsend.message import SpoolError, UnreadableMessageError, scan
-    from mxsend.protocol import BodyEncoder, Content, ContentError, LinePolicy
+def _argument_addresses(argument: str) -> list[str]:
+    """The addresses in one recipient argument, which Postfix's sendmail reads as an address
+    list: cron passes ``MAILTO=a@x.test,root`` as one argument, and ``Name <addr>`` is
+    taken. An argument in no form known here is left whole, for the address check to name."""
+    if not any(c in argument for c in ",<("):
+        return [argument]
+    return _drop.address_list(argument) or [argument]
+
+
+def _lean(args: SendmailArgs) -> bool:
+    """Whether the lean path may take this submission: no DSN options to check."""
+    return args.notify is None and args.ret is None and args.envid is None
+
+
+def _full(args: SendmailArgs, stdin: BinaryIO, host: str, own: str) -> str:
+    from mxsend.cli._common import UserError
 
     try:
-        info = content.scan()
-        if not info.long_lines:
-            return content, info
-        copy = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the content
-        encoder = BodyEncoder(dot_stuff=False, line_policy=LinePolicy.FOLD)
-        for chunk in content.chunks():
-            copy.write(encoder.encode(chunk))
-        copy.write(encoder.finish())
-    except ContentError as exc:
-        raise UnreadableMessageError(str(exc)) from None
-    except OSError as exc:
-        raise SpoolError(f"cannot spool standard input: {exc.strerror}") from None
-    copy.seek(0)
-    folded = Content.from_file(copy)
-    return folded, scan(folded)
+        return _submit_full(args, stdin, host, own)
+    except UserError as exc:
+        raise Refusal(int(exc.status), str(exc)) from None
 
 
-def _own_address(host: str) -> str:
+def _submit_full(args: SendmailArgs, stdin: BinaryIO, host: str, own: str) -> str:
+    from mxsend.cli._submit import submit as submit_full
+
+    return submit_full(args, stdin, host=host, own_address=own)
+
+
+def _read_input(stdin: BinaryIO, *, dot_ends: bool) -> tuple[bytes, bool]:
+    """Standard input, up to the lean path's limit: the bytes read and whether that is all
+    of the message (end of input, or without -i a line holding only "."). Reads what is
+    there as it comes, so a "." typed at a terminal ends the message at once."""
+    data = bytearray()
+    searched = 0  # where the line that may still be "." starts
+    limit = _drop.LEAN_LIMIT
+    fd = _fileno(stdin)
+    while len(data) <= limit:
+        try:
+            chunk = os.read(fd, _READ) if fd is not None else stdin.read(_READ)
+        except OSError as exc:
+            raise Refusal(_NOINPUT, f"cannot read standard input: {exc.strerror}") from None
+        if not chunk:
+            if dot_ends:
+                end = _dot_line(data, searched, eof=True)
+                if end is not None:
+                    del data[end:]
+            return bytes(data), True
+        data += chunk
+        if dot_ends:
+            end = _dot_line(data, searched, eof=False)
+            if end is not None:
+                del data[end:]
+                return bytes(data), True
+            searched = data.rfind(b"\n") + 1
+    return bytes(data), False
+
+
+def _fileno(stdin: BinaryIO) -> int | None:
+    """Standard input's descriptor, to read what is there as it comes."""
+    try:
+        return stdin.fileno()
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _dot_line(data: bytearray, start: int, *, eof: bool) -> int | None:
+    """Where a line holding only "." (and CRs) starts, at or after ``start``: sendmail's end
+    of input without -i; lines end in LF, as ``mxsend.message.spool`` reads them."""
+    while start < len(data):
+        newline = data.find(b"\n", start)
+        if newline < 0:
+            if eof and data[start:].rstrip(b"\r") == b".":
+                return start
+            return None
+        if data[start:newline].rstrip(b"\r") == b".":
+            return start
+        start = newline + 1
+    return None
+
+
+class _Replay(io.RawIOBase):
+    """What was read of standard input, then the rest of it: the full path's input."""
+
+    def __init__(self, data: bytes, rest: BinaryIO | None) -> None:
+        self._data = memoryview(data)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self._data:
+            n = min(len(buffer), len(self._data))
+            buffer[:n] = self._data[:n]
+            self._data = self._data[n:]
+            return n
+        if self._rest is None:
+            return 0
+        chunk = self._rest.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def host_name() -> str:
+    """This host's name, as Postfix's myhostname defaults: the node name when it is a
+    domain name with a dot, else the node name in ``localdomain``."""
+    node = os.uname().nodename
+    if "." in node and _drop.plain_address(f"x@{node}"):
+        return node
+    if node and _drop.plain_address(f"x@{node}.localdomain"):
+        return f"{node}.localdomain"
+    return "localhost.localdomain"
+
+
+def own_address(host: str) -> str:
     """This user at this host: the sender when -f gives none. A uid with no passwd entry (a
     container's) goes by $LOGNAME or $USER, else by its number."""
+    import pwd
+
     uid = os.getuid()
     try:
         user = pwd.getpwuid(uid).pw_name
@@ -297,78 +410,45 @@ def _own_address(host: str) -> str:
     return f"{user}@{host}"
 
 
-def _ends_with_empty_line(head: bytes) -> bool:
-    return re.split(rb"\r\n|\r|\n", head)[-2:] == [b"", b""]
+def _wake(root: str) -> bool:
+    """Ask the daemon serving the queue at ``root`` to look for due work now (SIGUSR1), as
+    ``DiskStore.wake`` does; False when no daemon serves it."""
+    import fcntl
+
+    try:
+        fd = os.open(f"{root}/daemon.pid", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:  # held: a daemon is running
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        else:
+            return False  # nobody holds it: a daemon that has gone
+    finally:
+        os.close(fd)
+    if not text.isdigit():
+        return False
+    import _signal  # type: ignore[import-not-found]  # signal's numbers, without its enums
+
+    try:
+        os.kill(int(text), _signal.SIGUSR1)
+    except OSError:
+        return False
+    return True
 
 
-def _start_delivery(queue_dir: os.PathLike[str], delivery: str, *, woken: bool) -> None:
+def _start_delivery(queue_dir: str, delivery: str, *, woken: bool) -> None:
     """-odq: nothing; a daemon was woken: nothing more; else a one-shot ``mxsend queue run``,
     in the background (-odb) or waited for (-odi)."""
     if delivery == "queue" or woken:
         return
-    command = [sys.executable, "-m", "mxsend", "queue", "run", "--queue-dir", str(queue_dir)]
+    command = [sys.executable, "-m", "mxsend", "queue", "run", "--queue-dir", queue_dir]
+    null = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
     if delivery == "interactive":
-        subprocess.run(command, check=False, stdin=subprocess.DEVNULL)
+        pid = os.posix_spawn(sys.executable, command, os.environ, file_actions=null[:1])
+        os.waitpid(pid, 0)
     else:
-        subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # outlives this command, as a sendmail's delivery does
-        )
-
-
-def _qualified(address: str, host: str) -> str:
-    return address if "@" in address or not address else f"{address}@{host}"
-
-
-def _addresses(headers: email.message.Message, name: str) -> list[str]:
-    """The addresses in every ``name`` field: each an addr-spec, or a bare local name (the
-    caller qualifies it); a UserError (65) naming the field when one is neither."""
-    found = []
-    try:
-        values = headers.get_all(name, [])
-        parsed_values = [getattr(value, "addresses", None) for value in values]
-    except Exception:  # the email package's parser raises on some broken fields
-        raise UserError(Exit.DATAERR, f"header {name.title()}: cannot be parsed") from None
-    for parsed in parsed_values:
-        if parsed is None or (not parsed and name in ("from", "sender")):
-            raise UserError(Exit.DATAERR, f"header {name.title()}: not a list of addresses")
-        for address in parsed:
-            if not _ADDR_SPEC.fullmatch(address.addr_spec):
-                raise UserError(
-                    Exit.DATAERR, f"header {name.title()}: {address.addr_spec!r} is not an address"
-                )
-            found.append(address.addr_spec)
-    return found
-
-
-def _check_addresses(headers: email.message.Message) -> None:
-    """Each field that carries addresses must hold some (RFC 5322 3.6.2, 3.6.3); a group
-    such as "undisclosed-recipients:;" may be empty."""
-    for name in _ADDRESS_FIELDS:
-        _addresses(headers, name)
-
-
-def _header_recipients(headers: email.message.Message) -> list[str]:
-    """To, Cc and Bcc; or Resent-To, Resent-Cc and Resent-Bcc when the message was resent
-    (RFC 5322 3.6.6)."""
-    names = ("to", "cc", "bcc")
-    if any(headers.get_all(f"resent-{n}") for n in names):
-        names = ("resent-to", "resent-cc", "resent-bcc")
-    return [address for n in names for address in _addresses(headers, n)]
-
-
-def _fix_ups(
-    headers: email.message.Message, sender: str, full_name: str | None, host: str
-) -> bytes:
-    """The fields to put first: From, Date and Message-ID, each when it is missing."""
-    added = []
-    if headers.get("from") is None:
-        added.append(f"From: {email.utils.formataddr((full_name or '', sender))}")
-    if headers.get("date") is None:
-        added.append(f"Date: {email.utils.formatdate(localtime=True)}")
-    if headers.get("message-id") is None:
-        added.append(f"Message-ID: {email.utils.make_msgid(domain=host)}")
-    return "".join(f"{line}\r\n" for line in added).encode("utf-8")
+        # A session of its own: it outlives this command, as a sendmail's delivery does.
+        os.posix_spawn(sys.executable, command, os.environ, file_actions=null, setsid=True)

@@ -1,0 +1,174 @@
+"""The sendmail front end's full path: any message, with every check of ``mxsend.message`` and
+the protocol core, queued through :class:`mxsend.queue.DiskStore`.
+
+:mod:`mxsend.cli.sendmail` comes here when its lean path (:mod:`mxsend.cli._drop`) does not
+take a message; both give the same entry for a message the lean path takes.
+"""
+
+from __future__ import annotations
+
+import email.message
+import email.utils
+import os
+import re
+import tempfile
+from typing import TYPE_CHECKING, BinaryIO
+
+from mxsend._exits import Exit
+from mxsend.cli._common import UserError
+
+if TYPE_CHECKING:
+    from mxsend.cli.sendmail import SendmailArgs
+    from mxsend.protocol import BodyInfo, Content
+
+__all__ = ["submit"]
+
+_ADDRESS_FIELDS = (
+    "from", "sender", "reply-to", "to", "cc", "bcc",
+    "resent-from", "resent-sender", "resent-to", "resent-cc", "resent-bcc",
+)  # fmt: skip
+_ADDR_SPEC = re.compile(r"[^\s<>@]+(?:@[^\s<>@]+)?")  # checked again as it is queued
+
+
+def submit(args: SendmailArgs, stdin: BinaryIO, *, host: str, own_address: str) -> str:
+    """Queue the message on ``stdin`` durably; its queue id. A UserError when it cannot be:
+    65 for a bad message or address, 75 when the queue cannot take it (nothing queued)."""
+    from mxsend.cli._common import dsn_options, message_error
+    from mxsend.cli.send import open_queue
+    from mxsend.message import (
+        MessageError,
+        content_of,
+        header_fields,
+        read_header_block,
+        spool,
+        strip_bcc,
+    )
+    from mxsend.protocol import AddressError, Body, Envelope, MailOptions, Message, ParameterError
+    from mxsend.queue import QueueError, enqueue
+
+    try:
+        # Without -i, a line holding only "." ends the input (sendmail's old rule).
+        file = spool(stdin, "standard input", until_dot=args.dot_ends)
+        head = read_header_block(file, "standard input")
+        headers = header_fields(head)
+        _check_addresses(headers)
+        # A bare local name gets this host's name, as Postfix appends myorigin.
+        sender = own_address if args.sender is None else _qualified(args.sender, host)
+        recipients = [_qualified(r, host) for r in args.recipients]
+        if args.from_headers:
+            recipients += [_qualified(r, host) for r in _header_recipients(headers)]
+        if not recipients:
+            raise UserError(Exit.USAGE, "no recipients: give them as arguments, or -t")
+        added = _fix_ups(headers, sender or own_address, args.full_name, host)
+        # The fields as they were, without Bcc; an empty line before the body if none did.
+        kept = strip_bcc(head) + (b"" if _ends_with_empty_line(head) else b"\r\n")
+        content = content_of(file, None, added + kept, len(head))
+        content, info = _folded(content)
+        notify, ret = dsn_options(args.notify, args.ret, "-N/-R")
+        options = MailOptions(
+            size=info.size,
+            body=Body.EIGHT_BIT_MIME if info.eight_bit else None,
+            ret=ret,
+            envid=args.envid,
+        )
+        envelope = Envelope.build(sender or None, recipients, options, notify)
+    except MessageError as exc:
+        raise message_error(exc) from None
+    except (AddressError, ParameterError) as exc:
+        raise UserError(Exit.DATAERR, str(exc)) from None
+    try:
+        store = open_queue(args.queue_dir)
+    except UserError as exc:
+        raise UserError(Exit.TEMPFAIL, str(exc)) from None  # not queued: the caller retries
+    try:
+        [queue_id] = enqueue(store, Message(envelope, content), uid=os.getuid())
+    except QueueError as exc:
+        raise UserError(Exit.TEMPFAIL, str(exc)) from None
+    finally:
+        store.close()
+        file.close()
+    return queue_id
+
+
+def _folded(content: Content) -> tuple[Content, BodyInfo]:
+    """``content``, or when a line is over 998 octets (RFC 5322 2.1.1), a copy with each such
+    line broken by CRLF SP, as Postfix does on output: mail from cron is not lost for one
+    long line of output. Read in chunks, never whole."""
+    from mxsend.message import SpoolError, UnreadableMessageError, scan
+    from mxsend.protocol import BodyEncoder, Content, ContentError, LinePolicy
+
+    try:
+        info = content.scan()
+        if not info.long_lines:
+            return content, info
+        copy = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the content
+        encoder = BodyEncoder(dot_stuff=False, line_policy=LinePolicy.FOLD)
+        for chunk in content.chunks():
+            copy.write(encoder.encode(chunk))
+        copy.write(encoder.finish())
+    except ContentError as exc:
+        raise UnreadableMessageError(str(exc)) from None
+    except OSError as exc:
+        raise SpoolError(f"cannot spool standard input: {exc.strerror}") from None
+    copy.seek(0)
+    folded = Content.from_file(copy)
+    return folded, scan(folded)
+
+
+def _ends_with_empty_line(head: bytes) -> bool:
+    return re.split(rb"\r\n|\r|\n", head)[-2:] == [b"", b""]
+
+
+def _qualified(address: str, host: str) -> str:
+    return address if "@" in address or not address else f"{address}@{host}"
+
+
+def _addresses(headers: email.message.Message, name: str) -> list[str]:
+    """The addresses in every ``name`` field: each an addr-spec, or a bare local name (the
+    caller qualifies it); a UserError (65) naming the field when one is neither."""
+    found = []
+    try:
+        values = headers.get_all(name, [])
+        parsed_values = [getattr(value, "addresses", None) for value in values]
+    except Exception:  # the email package's parser raises on some broken fields
+        raise UserError(Exit.DATAERR, f"header {name.title()}: cannot be parsed") from None
+    for parsed in parsed_values:
+        if parsed is None or (not parsed and name in ("from", "sender")):
+            raise UserError(Exit.DATAERR, f"header {name.title()}: not a list of addresses")
+        for address in parsed:
+            if not _ADDR_SPEC.fullmatch(address.addr_spec):
+                raise UserError(
+                    Exit.DATAERR, f"header {name.title()}: {address.addr_spec!r} is not an address"
+                )
+            found.append(address.addr_spec)
+    return found
+
+
+def _check_addresses(headers: email.message.Message) -> None:
+    """Each field that carries addresses must hold some (RFC 5322 3.6.2, 3.6.3); a group
+    such as "undisclosed-recipients:;" may be empty."""
+    for name in _ADDRESS_FIELDS:
+        _addresses(headers, name)
+
+
+def _header_recipients(headers: email.message.Message) -> list[str]:
+    """To, Cc and Bcc; or Resent-To, Resent-Cc and Resent-Bcc when the message was resent
+    (RFC 5322 3.6.6)."""
+    names = ("to", "cc", "bcc")
+    if any(headers.get_all(f"resent-{n}") for n in names):
+        names = ("resent-to", "resent-cc", "resent-bcc")
+    return [address for n in names for address in _addresses(headers, n)]
+
+
+def _fix_ups(
+    headers: email.message.Message, sender: str, full_name: str | None, host: str
+) -> bytes:
+    """The fields to put first: From, Date and Message-ID, each when it is missing."""
+    added = []
+    if headers.get("from") is None:
+        added.append(f"From: {email.utils.formataddr((full_name or '', sender))}")
+    if headers.get("date") is None:
+        added.append(f"Date: {email.utils.formatdate(localtime=True)}")
+    if headers.get("message-id") is None:
+        added.append(f"Message-ID: {email.utils.make_msgid(domain=host)}")
+    return "".join(f"{line}\r\n" for line in added).encode("utf-8")
