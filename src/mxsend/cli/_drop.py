@@ -19,16 +19,19 @@ import time
 
 TYPE_CHECKING = False  # typing costs an import; mypy takes this name as True
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = [
     "LEAN_LIMIT",
     "Drop",
     "QueueWriteError",
+    "SubmitRefused",
     "address_list",
     "plain_address",
     "prepare",
     "queue_dir",
+    "request_header",
+    "send_request",
     "write",
 ]
 
@@ -422,3 +425,64 @@ def _string(text: str) -> str:
     """A JSON string of an address this path took: printable ASCII, so only the quote and
     the backslash need escaping (RFC 8259 7)."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# -- the daemon's submission socket (mxsend.queue._intake) -----------------------------------
+
+
+class SubmitRefused(Exception):
+    """The daemon answered the submission with ``code`` (451, 550, 554): not queued."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def request_header(drop: Drop) -> bytes:
+    """The submission request's envelope for ``drop``."""
+    lines = [f"sender {drop.sender}", *(f"rcpt {r}" for r in drop.recipients)]
+    lines.append(f"size {len(drop.content)}")
+    return ("MXSEND-SUBMIT/1\n" + "".join(f"{line}\n" for line in lines) + "\n").encode()
+
+
+def send_request(path: str, header: bytes, chunks: Iterable[bytes]) -> str | None:
+    """Hand a submission to the daemon listening at ``path``: the queue id it answers, None
+    when no daemon listens there, SubmitRefused when it refuses, QueueWriteError when the
+    connection fails halfway (then it may or may not be queued: the daemon logs it)."""
+    import _socket  # socket's own module, without the enums that socket.py imports
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    sock.settimeout(120.0)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        return None
+    try:
+        try:
+            sock.sendall(header)
+            for chunk in chunks:
+                sock.sendall(chunk)
+            sock.shutdown(_socket.SHUT_WR)
+        except OSError as exc:  # it may have answered already (a refusal) and closed
+            failed: OSError | None = exc
+        else:
+            failed = None
+        reply = b""
+        try:
+            while b"\n" not in reply and len(reply) < 4096:
+                part = sock.recv(4096)
+                if not part:
+                    break
+                reply += part
+        except OSError as exc:
+            failed = failed or exc
+    finally:
+        sock.close()
+    code, _, text = reply.decode("utf-8", "replace").strip().partition(" ")
+    if code == "250" and text:
+        return text
+    if not code.isdigit():
+        why = failed.strerror if failed is not None else "no answer"
+        raise QueueWriteError(f"the daemon's submission socket {path} failed: {why}")
+    raise SubmitRefused(int(code), text)

@@ -19,9 +19,9 @@ from mxsend.cli._common import UserError
 
 if TYPE_CHECKING:
     from mxsend.cli.sendmail import SendmailArgs
-    from mxsend.protocol import BodyInfo, Content
+    from mxsend.protocol import BodyInfo, Content, Message
 
-__all__ = ["submit"]
+__all__ = ["prepare", "submit", "submit_request"]
 
 _ADDRESS_FIELDS = (
     "from", "sender", "reply-to", "to", "cc", "bcc",
@@ -33,8 +33,31 @@ _ADDR_SPEC = re.compile(r"[^\s<>@]+(?:@[^\s<>@]+)?")  # checked again as it is q
 def submit(args: SendmailArgs, stdin: BinaryIO, *, host: str, own_address: str) -> str:
     """Queue the message on ``stdin`` durably; its queue id. A UserError when it cannot be:
     65 for a bad message or address, 75 when the queue cannot take it (nothing queued)."""
-    from mxsend.cli._common import dsn_options, message_error
     from mxsend.cli.send import open_queue
+    from mxsend.queue import QueueError, enqueue
+
+    message, file = prepare(args, stdin, host=host, own_address=own_address)
+    try:
+        store = open_queue(args.queue_dir)
+    except UserError as exc:
+        file.close()
+        raise UserError(Exit.TEMPFAIL, str(exc)) from None  # not queued: the caller retries
+    try:
+        [queue_id] = enqueue(store, message, uid=os.getuid())
+    except QueueError as exc:
+        raise UserError(Exit.TEMPFAIL, str(exc)) from None
+    finally:
+        store.close()
+        file.close()
+    return queue_id
+
+
+def prepare(
+    args: SendmailArgs, stdin: BinaryIO, *, host: str, own_address: str
+) -> tuple[Message, BinaryIO]:
+    """The message on ``stdin`` as it is to be queued, and the spool file its content reads
+    (the caller closes it); a UserError (65, 66, 75) when it cannot be."""
+    from mxsend.cli._common import dsn_options, message_error
     from mxsend.message import (
         MessageError,
         content_of,
@@ -44,7 +67,6 @@ def submit(args: SendmailArgs, stdin: BinaryIO, *, host: str, own_address: str) 
         strip_bcc,
     )
     from mxsend.protocol import AddressError, Body, Envelope, MailOptions, Message, ParameterError
-    from mxsend.queue import QueueError, enqueue
 
     try:
         # Without -i, a line holding only "." ends the input (sendmail's old rule).
@@ -76,18 +98,7 @@ def submit(args: SendmailArgs, stdin: BinaryIO, *, host: str, own_address: str) 
         raise message_error(exc) from None
     except (AddressError, ParameterError) as exc:
         raise UserError(Exit.DATAERR, str(exc)) from None
-    try:
-        store = open_queue(args.queue_dir)
-    except UserError as exc:
-        raise UserError(Exit.TEMPFAIL, str(exc)) from None  # not queued: the caller retries
-    try:
-        [queue_id] = enqueue(store, Message(envelope, content), uid=os.getuid())
-    except QueueError as exc:
-        raise UserError(Exit.TEMPFAIL, str(exc)) from None
-    finally:
-        store.close()
-        file.close()
-    return queue_id
+    return Message(envelope, content), file
 
 
 def _folded(content: Content) -> tuple[Content, BodyInfo]:
@@ -172,3 +183,26 @@ def _fix_ups(
     if headers.get("message-id") is None:
         added.append(f"Message-ID: {email.utils.make_msgid(domain=host)}")
     return "".join(f"{line}\r\n" for line in added).encode("utf-8")
+
+
+def submit_request(message: Message) -> tuple[bytes, int]:
+    """The submission socket's request header for ``message`` (see
+    :mod:`mxsend.queue._intake`), and the content's size in octets."""
+    from mxsend.protocol import Content
+
+    envelope = message.envelope
+    info = Content.of(message.content).scan()
+    assert info.raw_size is not None  # a spool file's content: known
+    lines = [f"sender {envelope.sender or ''}"]
+    lines += [f"rcpt {r.address}" for r in envelope.recipients]
+    notify = envelope.recipients[0].options.notify if envelope.recipients else frozenset()
+    if notify:
+        lines.append("notify " + ",".join(sorted(n.value for n in notify)))
+    if envelope.options.ret is not None:
+        lines.append(f"ret {envelope.options.ret.value}")
+    if envelope.options.envid is not None:
+        lines.append(f"envid {envelope.options.envid}")
+    lines.append(f"size {info.raw_size}")
+    return b"MXSEND-SUBMIT/1\n" + "".join(f"{line}\n" for line in lines).encode() + b"\n", (
+        info.raw_size
+    )

@@ -27,13 +27,15 @@ from mxsend.cli import _drop
 
 TYPE_CHECKING = False  # typing costs an import; mypy takes this name as True
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
     from typing import BinaryIO
 
-__all__ = ["Refusal", "SendmailArgs", "main", "parse"]
+__all__ = ["SUBMIT_SOCKET", "Refusal", "SendmailArgs", "main", "parse"]
 
 # sysexits.h (mxsend._exits.Exit, whose enum costs an import here).
-_OK, _USAGE, _DATAERR, _NOINPUT, _TEMPFAIL = 0, 64, 65, 66, 75
+_OK, _USAGE, _DATAERR, _NOINPUT, _TEMPFAIL, _NOPERM = 0, 64, 65, 66, 75, 77
+#: Where the daemon takes submissions from users who cannot write its queue.
+SUBMIT_SOCKET = "/run/mxsend/submit.sock"
 # Letters that take a value, attached (-fADDR) or as the next argument (-f ADDR).
 _VALUED = set("BCFLNORVXfhr")
 # Known sendmail letters with nothing to do here: accepted, and named on stderr with -v.
@@ -255,17 +257,51 @@ def submit(args: SendmailArgs, stdin: BinaryIO) -> int:
             host=host,
             own_address=own,
         )
+    via = _submission_socket(args)
     if drop is not None:
-        try:
-            queue_id = _drop.write(root, drop, uid=os.getuid())
-        except _drop.QueueWriteError as exc:
-            raise Refusal(_TEMPFAIL, str(exc)) from None  # not queued: the caller retries
+        queued = None
+        if via is not None:
+            queued = _to_daemon(via, _drop.request_header(drop), [drop.content])
+        by_daemon = queued is not None
+        if queued is None:
+            try:
+                queued = _drop.write(root, drop, uid=os.getuid())
+            except _drop.QueueWriteError as exc:
+                raise Refusal(_TEMPFAIL, str(exc)) from None  # not queued: the caller retries
     else:
-        queue_id = _full(
-            args, io.BufferedReader(_Replay(data, None if complete else stdin)), host, own
-        )
-    _after_queueing(args, root, queue_id)
+        rest = io.BufferedReader(_Replay(data, None if complete else stdin))
+        queued, by_daemon = _full(args, rest, host, own, via)
+    if not by_daemon:
+        _after_queueing(args, root, queued)
+    elif args.verbose:  # the daemon delivers it: nothing to wake or start
+        sys.stderr.write(f"mxsend: queued by the daemon as {queued}\n")
     return _OK
+
+
+def _submission_socket(args: SendmailArgs) -> str | None:
+    """The daemon's submission socket, when this user hands mail to it rather than write a
+    queue: not root, no queue named (-q's --queue-dir, $MXSEND_QUEUE_DIR), and a socket at
+    $MXSEND_SUBMIT_SOCKET or /run/mxsend/submit.sock."""
+    if os.geteuid() == 0 or args.queue_dir or os.environ.get("MXSEND_QUEUE_DIR"):
+        return None
+    path = os.environ.get("MXSEND_SUBMIT_SOCKET") or SUBMIT_SOCKET
+    try:
+        is_socket = os.stat(path).st_mode & 0o170000 == 0o140000
+    except OSError:
+        return None
+    return path if is_socket else None
+
+
+def _to_daemon(path: str, header: bytes, chunks: Iterable[bytes]) -> str | None:
+    """The queue id the daemon gives the submission; None when no daemon answers there (the
+    caller queues it in this user's own queue)."""
+    try:
+        return _drop.send_request(path, header, chunks)
+    except _drop.SubmitRefused as exc:
+        status = {550: _NOPERM, 554: _DATAERR}.get(exc.code, _TEMPFAIL)
+        raise Refusal(status, f"the daemon refused the message: {exc}") from None
+    except _drop.QueueWriteError as exc:
+        raise Refusal(_TEMPFAIL, str(exc)) from None
 
 
 def _after_queueing(args: SendmailArgs, root: str, queue_id: str) -> None:
@@ -296,11 +332,33 @@ def _lean(args: SendmailArgs) -> bool:
     return args.notify is None and args.ret is None and args.envid is None
 
 
-def _full(args: SendmailArgs, stdin: BinaryIO, host: str, own: str) -> str:
+def _full(
+    args: SendmailArgs, stdin: BinaryIO, host: str, own: str, via: str | None
+) -> tuple[str, bool]:
+    """The full path: the queue id, and whether the daemon at ``via`` took the message."""
     from mxsend.cli._common import UserError
+    from mxsend.cli._submit import prepare, submit_request
 
     try:
-        return _submit_full(args, stdin, host, own)
+        if via is None:
+            return _submit_full(args, stdin, host, own), False
+        message, file = prepare(args, stdin, host=host, own_address=own)
+        with file:
+            from mxsend.protocol import Content
+
+            header, _ = submit_request(message)
+            queue_id = _to_daemon(via, header, Content.of(message.content).chunks())
+            if queue_id is not None:
+                return queue_id, True
+            from mxsend.cli.send import open_queue
+            from mxsend.queue import QueueError, enqueue
+
+            with open_queue(args.queue_dir) as store:
+                try:
+                    [queue_id] = enqueue(store, message, uid=os.getuid())
+                except QueueError as exc:
+                    raise Refusal(_TEMPFAIL, str(exc)) from None
+            return queue_id, False
     except UserError as exc:
         raise Refusal(int(exc.status), str(exc)) from None
 

@@ -1,0 +1,192 @@
+"""Local submission into a queue that the submitting user cannot write: the request a
+sendmail sends over the daemon's Unix socket, and what the daemon does with it.
+
+A user who is not root cannot write the system queue (0700, root's). Their ``mxsend-sendmail``
+prepares the message as usual (fix-ups, Bcc removed) and sends it to the daemon's socket::
+
+    MXSEND-SUBMIT/1 LF
+    sender ADDRESS LF             ("sender" alone: the null sender <>)
+    rcpt ADDRESS LF               (one per recipient)
+    [notify NEVER|SUCCESS,FAILURE,DELAY LF] [ret FULL|HDRS LF] [envid TEXT LF]
+    size N LF                     (octets of content that follow)
+    LF
+    N octets: the message
+
+The daemon learns who is asking from the socket itself (SO_PEERCRED, never from the
+request), checks everything again (it trusts nothing the client says), checks that this user
+may use that envelope sender, queues the message with the user's uid, and answers one line:
+``250 ID``, ``451 why`` (try again later), ``550 why`` (this sender is not this user's) or
+``554 why`` (the request or the message is refused). No setuid program anywhere.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import IO, BinaryIO, cast
+
+from mxsend.protocol import (
+    AddressError,
+    Body,
+    Content,
+    ContentError,
+    Envelope,
+    MailOptions,
+    Message,
+    Notify,
+    ParameterError,
+    RcptOptions,
+    Ret,
+)
+from mxsend.queue._store import QueueError, QueueStore, new_entry
+
+__all__ = [
+    "MAGIC",
+    "MAX_REQUEST_HEADER",
+    "IntakeError",
+    "SenderPolicy",
+    "SubmitRequest",
+    "accept",
+    "parse_request",
+]
+
+MAGIC = b"MXSEND-SUBMIT/1\n"
+#: The request's envelope lines, at most: a thousand recipients fit.
+MAX_REQUEST_HEADER = 300 * 1024
+_MAX_RECIPIENTS = 1000
+
+
+class IntakeError(QueueError):
+    """A submission not taken; ``code`` is the reply's (451, 550 or 554)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    sender: str  #: "" is the null sender
+    recipients: tuple[str, ...]
+    size: int
+    notify: str | None = None
+    ret: str | None = None
+    envid: str | None = None
+
+
+def parse_request(header: bytes) -> SubmitRequest:
+    """The request's header (from :data:`MAGIC` to the empty line, both included); an
+    IntakeError (554) for anything else."""
+    if not header.startswith(MAGIC) or not header.endswith(b"\n\n"):
+        raise IntakeError(554, "not an mxsend submission")
+    if len(header) > MAX_REQUEST_HEADER:
+        raise IntakeError(554, "too many recipients in one submission")
+    try:
+        lines = header[len(MAGIC) : -2].decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        raise IntakeError(554, "the submission's envelope is not UTF-8") from None
+    sender: str | None = None
+    recipients: list[str] = []
+    values: dict[str, str] = {}
+    for line in lines:
+        key, _, value = line.partition(" ")
+        if not value.isprintable():
+            raise IntakeError(554, f"bad {key!r} line in the submission")
+        if key == "sender" and sender is None:
+            sender = value
+        elif key == "rcpt" and value:
+            recipients.append(value)
+        elif key in ("notify", "ret", "envid", "size") and key not in values:
+            values[key] = value
+        else:
+            raise IntakeError(554, f"bad {key!r} line in the submission")
+    if sender is None or not recipients or not values.get("size", "").isdigit():
+        raise IntakeError(554, "the submission needs a sender, recipients and a size")
+    if len(recipients) > _MAX_RECIPIENTS:
+        raise IntakeError(554, f"more than {_MAX_RECIPIENTS} recipients in one submission")
+    return SubmitRequest(
+        sender,
+        tuple(recipients),
+        int(values["size"]),
+        values.get("notify"),
+        values.get("ret"),
+        values.get("envid"),
+    )
+
+
+def _match(pattern: str, sender: str) -> bool:
+    """``*`` any sender, ``<>`` the null sender, ``*@example.com`` that domain (caseless, as
+    domains are), else the address itself."""
+    if pattern == "<>":
+        return sender == ""
+    if not sender:
+        return False
+    local, _, domain = sender.rpartition("@")
+    p_local, _, p_domain = pattern.rpartition("@")
+    if not p_domain:  # "*" alone
+        return fnmatch.fnmatchcase(sender, pattern)
+    return fnmatch.fnmatchcase(local, p_local) and fnmatch.fnmatchcase(
+        domain.lower(), p_domain.lower()
+    )
+
+
+@dataclass(frozen=True)
+class SenderPolicy:
+    """Who may use which envelope sender. Root may use any; every user may use their own
+    address at ``host`` and the null sender; ``rules`` add patterns per user name (``*``
+    for every user). Without rules, that is all: a user cannot send as someone else."""
+
+    host: str
+    rules: Sequence[tuple[str, Sequence[str]]] = field(default_factory=tuple)
+
+    def allows(self, uid: int, user: str, sender: str) -> bool:
+        if uid == 0:
+            return True
+        own = [f"{user}@{self.host}", "<>"]
+        patterns = own + [p for who, ps in self.rules if who in (user, "*") for p in ps]
+        return any(_match(p, sender) for p in patterns)
+
+
+def accept(
+    store: QueueStore,
+    request: SubmitRequest,
+    content: IO[bytes],
+    *,
+    uid: int,
+    user: str,
+    policy: SenderPolicy,
+    now: float,
+) -> str:
+    """Queue the submitted message for the user ``uid`` (``user``): its queue id, or an
+    IntakeError with nothing queued."""
+    if not policy.allows(uid, user, request.sender):
+        raise IntakeError(
+            550, f"{user} may not send as <{request.sender}> (see the config's submit rules)"
+        )
+    try:
+        rcpt = RcptOptions()
+        if request.notify is not None:
+            words = request.notify.upper().split(",")
+            rcpt = RcptOptions(notify=frozenset(Notify(w) for w in words))
+        ret = Ret(request.ret.upper()) if request.ret else None
+        message_content = Content.from_file(cast("BinaryIO", content))
+        info = message_content.scan()
+        if info.raw_size != request.size:
+            raise IntakeError(554, "the submission's size does not match its content")
+        if info.long_lines:
+            raise IntakeError(554, "the message has a line longer than 998 octets")
+        options = MailOptions(
+            size=info.size,
+            body=Body.EIGHT_BIT_MIME if info.eight_bit else None,
+            ret=ret,
+            envid=request.envid,
+        )
+        envelope = Envelope.build(request.sender or None, request.recipients, options, rcpt)
+    except (AddressError, ParameterError, ValueError) as exc:
+        raise IntakeError(554, str(exc)) from None
+    except ContentError as exc:
+        raise IntakeError(451, str(exc)) from None
+    message = Message(envelope, message_content)
+    [queue_id] = store.enqueue([(new_entry(message, now=now, uid=uid), message)])
+    return queue_id
