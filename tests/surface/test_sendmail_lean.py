@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -26,6 +27,7 @@ SENDMAIL = Path(sys.executable).parent / "mxsend-sendmail"
 HOST = "host.example"
 OWN = "me@host.example"
 NOW = 1796000000.25
+Queued = tuple[dict[str, Any], bytes]  # an entry's state (less its times and id), its message
 
 
 def _args(**given: object) -> SendmailArgs:
@@ -35,7 +37,7 @@ def _args(**given: object) -> SendmailArgs:
     return args
 
 
-def _read_queue(root: Path) -> tuple[dict[str, object], bytes]:
+def _read_queue(root: Path) -> Queued:
     [state] = (root / "entries").glob("*.json")
     entry = json.loads(state.read_text())
     content = state.with_suffix(".msg").read_bytes()
@@ -59,7 +61,9 @@ def fixed_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-def both(tmp_path: Path, data: bytes, **given: object) -> tuple[object, object] | None:
+def both(
+    tmp_path: Path, data: bytes, rewrite: _drop.Rewrite = _drop.NO_REWRITE, **given: Any
+) -> tuple[Queued, Queued] | None:
     """The lean path's queue entry and content for ``data``, and the full path's; None when
     the lean path does not take it."""
     args = _args(**given)
@@ -73,6 +77,7 @@ def both(tmp_path: Path, data: bytes, **given: object) -> tuple[object, object] 
         from_headers=args.from_headers,
         host=HOST,
         own_address=OWN,
+        rewrite=rewrite,
     )
     if drop is None:
         return None
@@ -83,7 +88,7 @@ def both(tmp_path: Path, data: bytes, **given: object) -> tuple[object, object] 
                 item.unlink()
     _drop.write(str(lean), drop, uid=os.getuid())
     args.queue_dir = str(full)
-    _submit.submit(args, io.BytesIO(data), host=HOST, own_address=OWN)
+    _submit.submit(args, io.BytesIO(data), host=HOST, own_address=OWN, rewrite=rewrite)
     return _read_queue(lean), _read_queue(full)
 
 
@@ -113,7 +118,7 @@ CASES = [
 
 @pytest.mark.parametrize(("data", "given"), CASES)
 def test_the_lean_path_queues_what_the_full_path_queues(
-    tmp_path: Path, fixed_time: None, data: bytes, given: dict[str, object]
+    tmp_path: Path, fixed_time: None, data: bytes, given: dict[str, Any]
 ) -> None:
     found = both(tmp_path, data, **given)
     assert found is not None, "the lean path should take this one"
@@ -205,7 +210,7 @@ def test_whatever_the_lean_path_takes_the_full_path_queues_alike(
 ) -> None:
     head = b"".join(f + separator for f in fields)
     data = head + (separator if blank else b"") + separator.join(body)
-    given = {
+    given: dict[str, Any] = {
         "recipients": recipients,
         "from_headers": from_headers,
         "sender": sender,
@@ -224,6 +229,13 @@ def test_whatever_the_lean_path_takes_the_full_path_queues_alike(
         assert lean == full
 
 
+REWRITES = [
+    _drop.NO_REWRITE,
+    _drop.Rewrite(domain="corp.test"),
+    _drop.Rewrite(force_sender="bot@corp.test"),
+    _drop.Rewrite(masquerade="x.test"),
+    _drop.Rewrite(masquerade="HOST.example", undisclosed=True),
+]
 _GOOD_LOCAL = st.from_regex(r"[a-z0-9+_=-]{1,8}(\.[a-z0-9]{1,4})?", fullmatch=True)
 _GOOD_ADDR = st.builds(
     lambda local, domain: f"{local}@{domain}", _GOOD_LOCAL, st.sampled_from(["y.test", "Y.Test"])
@@ -255,6 +267,7 @@ _GOOD_FIELD = st.one_of(
     sender=st.sampled_from([None, "", "a@x.test", "bare"]),
     full_name=st.sampled_from([None, "", "Build Bot"]),
     dot_ends=st.booleans(),
+    rewrite=st.sampled_from(REWRITES),
 )
 def test_well_formed_messages_take_the_lean_path_and_queue_alike(
     tmp_path_factory: pytest.TempPathFactory,
@@ -267,10 +280,11 @@ def test_well_formed_messages_take_the_lean_path_and_queue_alike(
     sender: str | None,
     full_name: str | None,
     dot_ends: bool,
+    rewrite: _drop.Rewrite,
 ) -> None:
     head = b"".join(f + separator for f in fields)
     data = head + (separator if blank else b"") + separator.join(body)
-    given = {
+    given: dict[str, Any] = {
         "recipients": recipients,
         "from_headers": from_headers,
         "sender": sender,
@@ -279,7 +293,7 @@ def test_well_formed_messages_take_the_lean_path_and_queue_alike(
     }
     with pytest.MonkeyPatch.context() as patch:
         _fix(patch)
-        found = both(tmp_path_factory.mktemp("q"), data, **given)
+        found = both(tmp_path_factory.mktemp("q"), data, rewrite, **given)
     event("lean" if found is not None else "full path")
     if found is None:
         # Only a message with no recipient at all is left to the full path (which refuses it).
@@ -420,3 +434,66 @@ def test_main_in_process_takes_the_lean_path(
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(pipe))
         assert main(["sendmail", "-odq", "b@y.test"]) == 0
     assert len(list((tmp_path / "entries").glob("*.json"))) == 1
+
+
+@pytest.mark.parametrize(
+    ("rewrite", "args", "sender", "recipients", "fields"),
+    [
+        (_drop.Rewrite(domain="corp.test"), ["root"], "me@host.example", ["root@corp.test"], []),
+        (
+            _drop.Rewrite(force_sender="bot@corp.test"),
+            ["-f", "a@x.test", "b@y.test"],
+            "bot@corp.test",
+            ["b@y.test"],
+            [b"From: bot@corp.test"],
+        ),
+        (
+            _drop.Rewrite(force_sender="bot@corp.test"),
+            ["-f", "<>", "b@y.test"],
+            "",  # a bounce keeps its null sender
+            ["b@y.test"],
+            [],
+        ),
+        (
+            _drop.Rewrite(masquerade="x.test"),
+            ["-f", "a@mail.x.test", "b@y.test"],
+            "a@x.test",
+            ["b@y.test"],
+            [b"From: a@x.test"],
+        ),
+        (
+            _drop.Rewrite(undisclosed=True),
+            ["b@y.test"],
+            "me@host.example",
+            ["b@y.test"],
+            [b"To: undisclosed-recipients:;"],
+        ),
+    ],
+)
+def test_the_config_s_rewriting(
+    tmp_path: Path,
+    fixed_time: None,
+    rewrite: _drop.Rewrite,
+    args: list[str],
+    sender: str,
+    recipients: list[str],
+    fields: list[bytes],
+) -> None:
+    from mxsend.cli.sendmail import parse
+
+    parsed = parse(args)
+    found = both(
+        tmp_path,
+        b"Subject: s\n\nx\n",
+        rewrite,
+        sender=parsed.sender,
+        recipients=parsed.recipients,
+    )
+    assert found is not None
+    (lean, content), full = found
+    assert (lean, content) == full
+    assert isinstance(lean, dict) and lean["sender"] == sender
+    assert [r["address"] for r in lean["recipients"]] == recipients
+    assert isinstance(content, bytes)
+    for field in fields:
+        assert field + b"\r\n" in content

@@ -23,8 +23,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LEAN_LIMIT",
+    "NO_REWRITE",
+    "UNDISCLOSED",
     "Drop",
     "QueueWriteError",
+    "Rewrite",
     "SubmitRefused",
     "address_list",
     "plain_address",
@@ -52,6 +55,7 @@ _ADDRESS_FIELDS = frozenset((
     b"from", b"sender", b"reply-to", b"to", b"cc", b"bcc",
     b"resent-from", b"resent-sender", b"resent-to", b"resent-cc", b"resent-bcc",
 ))  # fmt: skip
+UNDISCLOSED = b"To: undisclosed-recipients:;\r\n"
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -73,6 +77,45 @@ class Drop:
         self.content = content
         self.size = size  #: RFC 1870's size: the content as sent, lines ending in CRLF
         self.eight_bit = eight_bit
+
+
+class Rewrite:
+    """What the config asks of every submission: the domain for bare local names (Postfix's
+    myorigin), an envelope sender forced on every message but bounces, a sender domain to
+    masquerade as (``mail.example.com`` becomes ``example.com``: Postfix's
+    masquerade_domains) and ``To: undisclosed-recipients:;`` for a message with no To or Cc.
+    The envelope sender and a From that is added are rewritten; the message's own fields
+    never are."""
+
+    __slots__ = ("domain", "force_sender", "masquerade", "undisclosed")
+
+    def __init__(
+        self,
+        *,
+        domain: str | None = None,
+        force_sender: str | None = None,
+        masquerade: str | None = None,
+        undisclosed: bool = False,
+    ) -> None:
+        self.domain = domain
+        self.force_sender = force_sender
+        self.masquerade = masquerade.lower() if masquerade else None
+        self.undisclosed = undisclosed
+
+    def sender(self, sender: str) -> str:
+        """The envelope sender to use for ``sender`` (already qualified; "" stays null)."""
+        if not sender:
+            return sender  # a bounce keeps its null sender (RFC 5321 4.5.5)
+        if self.force_sender:
+            sender = self.force_sender
+        local, at, domain = sender.rpartition("@")
+        masquerade = self.masquerade
+        if at and masquerade and domain.lower().endswith("." + masquerade):
+            return f"{local}@{masquerade}"
+        return sender
+
+
+NO_REWRITE = Rewrite()
 
 
 def plain_address(text: str) -> bool:
@@ -108,6 +151,7 @@ def prepare(
     from_headers: bool,
     host: str,
     own_address: str,
+    rewrite: Rewrite = NO_REWRITE,
 ) -> Drop | None:
     """The submission of ``data`` (standard input as read, ``.`` already cut), or None when
     it is not one this path takes. ``sender`` None means none was given (``own_address``
@@ -132,20 +176,23 @@ def prepare(
             found.setdefault(name, []).extend(addresses)
         else:
             found.setdefault(name, [])
-    envelope_sender = own_address if sender is None else _qualified(sender, host)
-    rcpts = [_qualified(r, host) for r in recipients]
+    origin = rewrite.domain or host
+    envelope_sender = rewrite.sender(own_address if sender is None else _qualified(sender, origin))
+    rcpts = [_qualified(r, origin) for r in recipients]
     if from_headers:
         names = (b"to", b"cc", b"bcc")
         if any(found.get(b"resent-" + n) for n in names):  # RFC 5322 3.6.6
             names = (b"resent-to", b"resent-cc", b"resent-bcc")
-        rcpts += [_qualified(a, host) for n in names for a in found.get(n, ())]
+        rcpts += [_qualified(a, origin) for n in names for a in found.get(n, ())]
     if not rcpts or (envelope_sender and not plain_address(envelope_sender)):
         return None  # the full path says what is wrong
     if not all(plain_address(r) for r in rcpts):
         return None
-    added = _fix_ups(found, envelope_sender or own_address, full_name, host)
+    added = _fix_ups(found, envelope_sender or rewrite.sender(own_address), full_name, host)
     if added is None:
         return None
+    if rewrite.undisclosed and b"to" not in found and b"cc" not in found:
+        added += UNDISCLOSED
     kept = _strip_bcc(lines) if (b"bcc" in found or b"resent-bcc" in found) else head
     content = added + kept + (b"" if ends_empty else b"\r\n") + data[head_end:]
     if _has_long_line(content):

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from mxsend import __version__
-from mxsend.cli import daemon, demo, install, plan, queue, send
+from mxsend.cli import daemon, demo, dkim, install, plan, queue, send
 from mxsend.cli._common import Parser, Subcommands, UserError, internal_error
 
 __all__ = ["build_parser", "main"]
@@ -42,6 +42,7 @@ _COMMANDS: dict[str, _Command] = {
     "plan": plan,
     "demo": demo,
     "install-sendmail": install,
+    "dkim": dkim,
 }
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from mxsend._exits import Exit
 from mxsend.cli._common import UserError
+from mxsend.cli._drop import NO_REWRITE, UNDISCLOSED, Rewrite
 
 if TYPE_CHECKING:
     from mxsend.cli.sendmail import SendmailArgs
@@ -30,13 +31,20 @@ _ADDRESS_FIELDS = (
 _ADDR_SPEC = re.compile(r"[^\s<>@]+(?:@[^\s<>@]+)?")  # checked again as it is queued
 
 
-def submit(args: SendmailArgs, stdin: BinaryIO, *, host: str, own_address: str) -> str:
+def submit(
+    args: SendmailArgs,
+    stdin: BinaryIO,
+    *,
+    host: str,
+    own_address: str,
+    rewrite: Rewrite = NO_REWRITE,
+) -> str:
     """Queue the message on ``stdin`` durably; its queue id. A UserError when it cannot be:
     65 for a bad message or address, 75 when the queue cannot take it (nothing queued)."""
     from mxsend.cli.send import open_queue
     from mxsend.queue import QueueError, enqueue
 
-    message, file = prepare(args, stdin, host=host, own_address=own_address)
+    message, file = prepare(args, stdin, host=host, own_address=own_address, rewrite=rewrite)
     try:
         store = open_queue(args.queue_dir)
     except UserError as exc:
@@ -53,7 +61,12 @@ def submit(args: SendmailArgs, stdin: BinaryIO, *, host: str, own_address: str) 
 
 
 def prepare(
-    args: SendmailArgs, stdin: BinaryIO, *, host: str, own_address: str
+    args: SendmailArgs,
+    stdin: BinaryIO,
+    *,
+    host: str,
+    own_address: str,
+    rewrite: Rewrite = NO_REWRITE,
 ) -> tuple[Message, BinaryIO]:
     """The message on ``stdin`` as it is to be queued, and the spool file its content reads
     (the caller closes it); a UserError (65, 66, 75) when it cannot be."""
@@ -74,14 +87,19 @@ def prepare(
         head = read_header_block(file, "standard input")
         headers = header_fields(head)
         _check_addresses(headers)
-        # A bare local name gets this host's name, as Postfix appends myorigin.
-        sender = own_address if args.sender is None else _qualified(args.sender, host)
-        recipients = [_qualified(r, host) for r in args.recipients]
+        # A bare local name gets this host's name (or the config's domain), as Postfix
+        # appends myorigin.
+        origin = rewrite.domain or host
+        given = own_address if args.sender is None else _qualified(args.sender, origin)
+        sender = rewrite.sender(given)
+        recipients = [_qualified(r, origin) for r in args.recipients]
         if args.from_headers:
-            recipients += [_qualified(r, host) for r in _header_recipients(headers)]
+            recipients += [_qualified(r, origin) for r in _header_recipients(headers)]
         if not recipients:
             raise UserError(Exit.USAGE, "no recipients: give them as arguments, or -t")
-        added = _fix_ups(headers, sender or own_address, args.full_name, host)
+        added = _fix_ups(headers, sender or rewrite.sender(own_address), args.full_name, host)
+        if rewrite.undisclosed and headers.get("to") is None and headers.get("cc") is None:
+            added += UNDISCLOSED
         # The fields as they were, without Bcc; an empty line before the body if none did.
         kept = strip_bcc(head) + (b"" if _ends_with_empty_line(head) else b"\r\n")
         content = content_of(file, None, added + kept, len(head))

@@ -27,12 +27,19 @@ place.
      +-- QueueError                       the queue cannot be used or changed (mxsend.queue)
      |    +-- NoSuchEntryError            no entry has that id
      |    +-- BusyError                   another process is delivering that entry now
+     |    +-- IntakeError                 a submission through the daemon's socket not taken
+     |                                    (mxsend.queue._intake); .code is the reply's
      +-- EntryFormatError                 a queue file this version cannot read (also a
      |                                    ValueError); the entry is moved aside
      +-- DSNError                         a bounce that cannot be built (also a ValueError)
      |    +-- NullSenderError             the null sender never gets one
      +-- ConfigError                      a setting that cannot be used (mxsend.options),
      |                                    named by its path, e.g. ``limits.parallel``
+     +-- DkimError                        DKIM signing (mxsend.dkim)
+     |    +-- DkimKeyError                a key file that cannot be used (also a ConfigError)
+     |    +-- DkimParameterError          a bad domain, selector or key size (also ValueError)
+     |    +-- SigningError                a message that cannot be signed (also ValueError)
+     |    +-- KeygenError                 a key file that cannot be created
      +-- UserError                        what a command line user asked for (mxsend.cli),
                                           with its sysexits status
 
