@@ -82,6 +82,17 @@ from mxsend.protocol._reply import (
     Reply,
     ReplyParser,
 )
+from mxsend.protocol._server import (
+    MessageAborted,
+    MessageData,
+    MessageReceived,
+    MessageStarted,
+    ServerConfig,
+    ServerConnection,
+    ServerEvent,
+    ServerState,
+    SessionClosed,
+)
 from mxsend.protocol._session import Message, SessionDriver
 from mxsend.protocol._state import State
 
@@ -125,6 +136,10 @@ __all__ = [
     "MailOptions",
     "Mechanism",
     "Message",
+    "MessageAborted",
+    "MessageData",
+    "MessageReceived",
+    "MessageStarted",
     "MessageTooLargeError",
     "MxsendError",
     "Notify",
@@ -142,6 +157,11 @@ __all__ = [
     "Ret",
     "ScramSHA256",
     "ServerClosing",
+    "ServerConfig",
+    "ServerConnection",
+    "ServerEvent",
+    "ServerState",
+    "SessionClosed",
     "SessionDriver",
     "SessionRefused",
     "State",
