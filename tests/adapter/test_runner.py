@@ -312,3 +312,21 @@ def test_a_relayed_dsn_can_quote_a_large_message_delivered_whole(tmp_path: Path)
     [dsn] = list(store.entries())
     assert dsn.sender is None
     assert sorted(p.suffix for p in (tmp_path / "q" / "entries").iterdir()) == [".json", ".msg"]
+
+
+def test_a_pass_may_take_only_the_entries_it_selects() -> None:
+    # sendmail -qR/-qS: the others are left as they were, unclaimed and untried.
+    store = MemoryStore()
+    for sender, rcpt in (("a@x.test", "b@y.test"), ("c@x.test", "d@z.test")):
+        enqueue(store, Message(Envelope.build(sender, [rcpt]), BODY), now=START)
+    deliverer = ScriptedDeliverer(lambda r: (Status.DELIVERED, reply(250, "2.0.0 ok")))
+    t = clock()
+    counts = run(
+        runner(store, deliverer, t),
+        select=lambda entry: any("z.test" in r.address for r in entry.recipients),
+    )
+    assert deliverer.sent == [["d@z.test"]]
+    assert (counts.total, counts.delivered) == (1, 1)
+    [left] = list(store.entries())
+    assert left.sender == "a@x.test" and left.recipients[0].state is RecipientState.PENDING
+    assert store.claim([left.id])  # not held by the pass

@@ -496,3 +496,18 @@ class PipeSocket:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def test_a_client_that_sends_nothing_is_timed_out(tmp_path: Path) -> None:
+    from mxsend.cli._bs import serve
+
+    read, write = os.pipe()
+    out_read, out_write = os.pipe()
+    os.write(write, b"EHLO me\r\nMAIL FROM:<a@x.test>\r\n")  # and then nothing, pipe open
+    with os.fdopen(read, "rb") as stdin, os.fdopen(out_write, "wb") as stdout:
+        status = serve(stdin, stdout, host="h.test", submit=lambda m: "never", timeout=0.5)
+    os.close(write)
+    with os.fdopen(out_read, "rb") as replies:
+        said = replies.read()
+    assert status == 0
+    assert said.splitlines()[-1] == b"421 4.4.2 h.test Error: timeout exceeded"

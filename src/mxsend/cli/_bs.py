@@ -23,6 +23,7 @@ same, and the client, having had no 250, still has the message.
 from __future__ import annotations
 
 import os
+import select
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ from mxsend.protocol import (
 __all__ = ["READ_SIZE", "Submission", "serve"]
 
 READ_SIZE = 65536  # one partial read at most; the session bounds what it keeps of it
+#: Seconds a client may send nothing, as Postfix's smtpd_timeout (300s).
+IDLE_TIMEOUT = 300.0
 _MAX_REASON = 200  # a reply line stays well under RFC 5321 4.5.3.1.5's 512 octets
 # Statuses that mean the message itself will never do: a permanent refusal.
 _PERMANENT = {Exit.DATAERR: "5.6.0", Exit.USAGE: "5.5.4"}
@@ -68,15 +71,20 @@ def serve(
     host: str,
     submit: Callable[[Submission], str],
     max_size: int = 50 * 1024 * 1024,
+    timeout: float = IDLE_TIMEOUT,
 ) -> int:
-    """Speak SMTP on stdin/stdout until QUIT or end of input; return the exit status (0)."""
+    """Speak SMTP on stdin/stdout until QUIT or end of input; return the exit status (0).
+    A client that sends nothing for ``timeout`` seconds is told so (421) and left."""
     server = ServerConnection(ServerConfig(host, max_message_size=max_size))
     session = _Session(server, stdout, submit)
-    read = _reader(stdin)
+    read = _reader(stdin, timeout)
     session.flush()
     while not server.closed and not session.gone:
         try:
             data = read(READ_SIZE)
+        except _Idle:
+            session.write(f"421 4.4.2 {host} Error: timeout exceeded\r\n".encode())
+            break  # an unfinished message is dropped, as at the end of input
         except OSError:
             data = b""  # input unreadable: as if the client had gone
         server.receive_data(data)
@@ -86,17 +94,28 @@ def serve(
     return int(Exit.OK)
 
 
-def _reader(stdin: BinaryIO) -> Callable[[int], bytes]:
-    """Partial reads: ``read1`` on a buffered stream (it keeps what is buffered already),
-    else ``os.read`` on its descriptor, else ``read``."""
-    read1 = getattr(stdin, "read1", None)
-    if callable(read1):
-        return lambda size: bytes(read1(size))
+class _Idle(Exception):
+    """The client sent nothing for the whole idle timeout."""
+
+
+def _reader(stdin: BinaryIO, timeout: float) -> Callable[[int], bytes]:
+    """Partial reads: ``os.read`` on the descriptor, waiting at most ``timeout`` seconds for
+    input (:class:`_Idle` then); without one, ``read1`` on a buffered stream, else ``read``."""
     try:
         descriptor = stdin.fileno()
     except (AttributeError, OSError, ValueError):
+        read1 = getattr(stdin, "read1", None)
+        if callable(read1):
+            return lambda size: bytes(read1(size))
         return stdin.read
-    return lambda size: os.read(descriptor, size)
+
+    def read(size: int) -> bytes:
+        ready, _, _ = select.select([descriptor], [], [], timeout)
+        if not ready:
+            raise _Idle
+        return os.read(descriptor, size)
+
+    return read
 
 
 class _Session:
@@ -113,7 +132,9 @@ class _Session:
         self.gone = False  # standard output is closed: nobody to answer
 
     def flush(self) -> None:
-        out = self.server.data_to_send()
+        self.write(self.server.data_to_send())
+
+    def write(self, out: bytes) -> None:
         if not out or self.gone:
             return
         try:

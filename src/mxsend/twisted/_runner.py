@@ -95,14 +95,24 @@ class QueueRunner:
         self._commit_call: IDelayedCall | None = None
 
     async def run_pass(
-        self, *, due_only: bool = True, progress: Callable[[PassCounts], None] | None = None
+        self,
+        *,
+        due_only: bool = True,
+        progress: Callable[[PassCounts], None] | None = None,
+        select: Callable[[Entry], bool] | None = None,
     ) -> PassCounts:
-        """Try every entry (``due_only``: every due entry) once; entries another process
-        holds are left to it."""
+        """Try every entry (``due_only``: every due entry; ``select``: only those it takes)
+        once; entries another process holds are left to it."""
         ids = self._store.scan(self._clock.seconds() if due_only else None)
         counts = PassCounts(total=len(ids))
         for start in range(0, len(ids), self._batch):
             claims = self._store.claim(ids[start : start + self._batch])
+            if select is not None:
+                passed = [c for c in claims if not select(c.entry)]
+                for claim in passed:
+                    self._abandon(claim)  # untouched, as if this pass had not seen it
+                counts.total -= len(passed)
+                claims = [c for c in claims if select(c.entry)]
             if claims:
                 await self.deliver_claims(claims, counts)
             if progress is not None:
