@@ -7,6 +7,7 @@ import io
 import pytest
 
 from mxsend.cli import _drop
+from mxsend.config import Config, SubmitRule
 from mxsend.queue import MemoryStore
 from mxsend.queue._intake import IntakeError, SenderPolicy, accept, parse_request
 
@@ -57,7 +58,10 @@ def test_a_bad_request_is_refused(header: bytes) -> None:
     ],
 )
 def test_sender_rules(uid: int, user: str, sender: str, allowed: bool) -> None:
-    policy = SenderPolicy("host.test", [("alice", ["*@lists.test"]), ("*", ["x@any.test"])])
+    rules = Config(
+        submit=(SubmitRule(("*@lists.test",), user="alice"), SubmitRule(("x@any.test",), user="*"))
+    )
+    policy = SenderPolicy("host.test", rules)
     assert policy.allows(uid, user, sender) is allowed
 
 

@@ -8,6 +8,7 @@ import sys
 
 from twisted.internet import reactor
 
+from mxsend.config import Config, SubmitRule
 from mxsend.queue import DiskStore
 from mxsend.queue._intake import SenderPolicy
 from mxsend.twisted._submit import SubmissionFactory, listen_for_submissions, store_intake
@@ -16,7 +17,8 @@ from mxsend.twisted._submit import SubmissionFactory, listen_for_submissions, st
 def main() -> None:
     queue, path, host = sys.argv[1:4]
     store = DiskStore(queue)
-    policy = SenderPolicy(host, [("nobody", ["*@allowed.test"])])
+    rules = Config(submit=(SubmitRule(("*@allowed.test",), user="nobody"),))
+    policy = SenderPolicy(host, rules)
     factory = SubmissionFactory(
         store_intake(store, policy),
         clock=reactor,

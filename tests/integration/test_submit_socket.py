@@ -13,6 +13,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,3 +173,84 @@ def test_a_request_that_lies_about_its_size_is_refused(
         sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
         assert sock.recv(1024).startswith(b"554 ")
     assert not entries(queue)
+
+
+def test_one_user_cannot_hold_every_request_open(
+    server: tuple[Path, str, subprocess.Popen[str]],
+) -> None:
+    queue, path, _ = server
+    from mxsend.twisted._submit import MAX_PER_USER
+
+    held = []
+    try:
+        for _ in range(MAX_PER_USER):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(30)
+            sock.connect(path)
+            sock.sendall(b"MXSEND-SUBMIT/1\n")  # and then nothing more, for now
+            held.append(sock)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as extra:
+            extra.settimeout(30)
+            extra.connect(path)
+            assert extra.recv(1024).startswith(b"451 ")
+    finally:
+        for sock in held:
+            sock.close()
+    # Once they are gone, the next one is taken.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(path)
+        sock.sendall(b"MXSEND-SUBMIT/1\nsender \nrcpt b@y.test\nsize \xc2\xb2\n\nx")
+        assert sock.recv(1024).startswith(b"554 ")
+    assert not entries(queue)
+
+
+def test_the_daemon_takes_a_user_s_message_on_its_socket_and_delivers_it(
+    tmp_path: Path, home: Path
+) -> None:
+    import time
+
+    from aiosmtpd.controller import Controller
+
+    received: list[tuple[str, list[str], bytes]] = []
+
+    class Sink:
+        async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+            received.append(
+                (envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content))
+            )
+            return "250 2.0.0 taken"
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sink = Controller(Sink(), hostname="127.0.0.1", port=port, ready_timeout=10)
+    sink.start()
+    public = Path(tempfile.mkdtemp(prefix="mxsend-submit-"))
+    public.chmod(0o755)
+    path = str(public / "submit.sock")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "mxsend", "daemon", "--queue-dir", str(tmp_path / "queue"),
+         "--submit-socket", path, "--smarthost", f"127.0.0.1:{port}", "--tls", "none",
+         "--poll", "60"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert daemon.stderr is not None
+        deadline = time.monotonic() + 30
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        done = as_nobody(path, home, "-t", stdin=b"To: b@y.test\nSubject: via socket\n\nhi\n")
+        assert done.returncode == 0, done.stderr
+        while not received and time.monotonic() < deadline:  # woken, not the 60 s poll
+            time.sleep(0.05)
+        [(sender, rcpts, data)] = received
+        assert (sender, rcpts) == (f"nobody@{host_name()}", ["b@y.test"])
+        assert b"Subject: via socket" in data
+    finally:
+        daemon.terminate()  # stopped by its PID
+        daemon.wait(timeout=60)
+        if daemon.stderr is not None:
+            daemon.stderr.close()
+        sink.stop()
+        shutil.rmtree(public, ignore_errors=True)

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from mxsend.cli import _drop, _submit
+from mxsend.cli._common import UserError
 from mxsend.cli.sendmail import SendmailArgs, _dot_line, _read_input, main
 from mxsend.protocol import Address
 from mxsend.queue import DiskStore
@@ -139,6 +140,8 @@ def test_the_lean_path_queues_what_the_full_path_queues(
         (b"Subject: x\n\nx\n", {"recipients": ["bad address@y.test"]}),
         (b"Subject: x\n\nx\n", {"recipients": []}),
         (b"To: \n\nx\n", {"from_headers": True}),
+        (b"To: =?utf-8?q?evil?=@y.test\n\nx\n", {"from_headers": True}),
+        (b"To: Bob <=?utf-8?b?ZXZpbA==?=@y.test>\n\nx\n", {"from_headers": True}),
     ],
 )
 def test_anything_else_goes_to_the_full_path(data: bytes, given: dict[str, object]) -> None:
@@ -155,7 +158,9 @@ def test_anything_else_goes_to_the_full_path(data: bytes, given: dict[str, objec
     assert drop is None
 
 
-_LOCAL = st.text("abcXYZ019.+-_=", min_size=1, max_size=12)
+_LOCAL = st.text("abcXYZ019.+-_=?", min_size=1, max_size=12) | st.sampled_from(
+    ["=?utf-8?q?evil?=", "=?utf-8?b?ZXZpbA==?="]
+)
 _DOMAIN = st.sampled_from(["y.test", "Y.Test", "sub.y.test", "x-1.test", "-x.test", "x..test"])
 _ADDR = st.builds(lambda local, domain: f"{local}@{domain}", _LOCAL, _DOMAIN) | _LOCAL
 _ITEM = st.one_of(
@@ -497,3 +502,43 @@ def test_the_config_s_rewriting(
     assert isinstance(content, bytes)
     for field in fields:
         assert field + b"\r\n" in content
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        b"To: =?utf-8?q?evil?=@y.test",
+        b"To: Bob <=?utf-8?b?ZXZpbA==?=@y.test>",
+        b"To: a@=?utf-8?q?evil.test?=",
+        b"Cc: =?utf-8?q?=C3=A9?=@y.test",
+    ],
+)
+def test_an_encoded_word_never_names_a_recipient(tmp_path: Path, field: bytes) -> None:
+    # RFC 2047 5: not in an addr-spec. The email package would decode it into another address.
+    done = _run(tmp_path, "-t", stdin=field + b"\nSubject: s\n\nx\n")
+    assert done.returncode == 65, done.stderr
+    assert not (tmp_path / "entries").exists() or not list((tmp_path / "entries").iterdir())
+
+
+def test_a_user_name_that_makes_no_address_is_refused_not_a_traceback(tmp_path: Path) -> None:
+    def lean(own: str) -> _drop.Drop | None:
+        return _drop.prepare(
+            b"x\n", sender="", full_name=None, recipients=["b@y.test"], from_headers=False,
+            host=HOST, own_address=own,
+        )  # fmt: skip
+
+    def full(own: str) -> str:
+        args = _args(recipients=["b@y.test"], sender="", queue_dir=str(tmp_path))
+        return _submit.submit(args, io.BytesIO(b"x\n"), host=HOST, own_address=own)
+
+    # A passwd name (or $USER) that would inject a field: refused, nothing queued.
+    injected = "x\r\nBcc: evil@x.test\r\nX: y@host.example"
+    assert lean(injected) is None
+    with pytest.raises(UserError) as raised:
+        full(injected)
+    assert raised.value.status == 65
+    # A UTF-8 one is an address (RFC 6531): the full path writes its From (RFC 6532).
+    assert lean("j\u00f6@host.example") is None
+    full("j\u00f6@host.example")
+    [state] = (tmp_path / "entries").glob("*.json")
+    assert "From: j\u00f6@host.example\r\n".encode() in state.with_suffix(".msg").read_bytes()

@@ -176,6 +176,8 @@ def prepare(
             found.setdefault(name, []).extend(addresses)
         else:
             found.setdefault(name, [])
+    if not plain_address(own_address):
+        return None  # a user name that makes no plain address: the full path says so
     origin = rewrite.domain or host
     envelope_sender = rewrite.sender(own_address if sender is None else _qualified(sender, origin))
     rcpts = [_qualified(r, origin) for r in recipients]
@@ -293,6 +295,8 @@ def address_list(value: str) -> list[str] | None:
 
 
 def _addr_spec(text: str) -> bool:
+    if "=?" in text:
+        return False  # an RFC 2047 encoded-word is never an address (RFC 2047 5)
     if "@" not in text:
         return bool(text) and text.isascii() and _dot_atom(text)
     return plain_address(text)
@@ -390,6 +394,7 @@ def write(root: str, drop: Drop, *, uid: int, now: float | None = None) -> str:
     token = os.urandom(4).hex()
     body, state = f"{tmp}/{entry_id}.{token}.msg", f"{tmp}/{entry_id}.{token}.json"
     final_body = f"{entries}/{entry_id}.msg"
+    final_state = f"{entries}/{entry_id}.json"
     renamed = False
     try:
         _prepare_dirs(root, (entries, tmp, f"{root}/corrupt"))
@@ -398,16 +403,52 @@ def write(root: str, drop: Drop, *, uid: int, now: float | None = None) -> str:
         os.rename(body, final_body)
         renamed = True
         _fsync_dir(entries)  # the message is in place before its entry appears
-        os.rename(state, f"{entries}/{entry_id}.json")
+        os.rename(state, final_state)
+        queued_ids.append(entry_id)  # visible now: an interrupt from here on is not a failure
         _fsync_dir(entries)
     except OSError as exc:
-        for path in (state, body, *((final_body,) if renamed else ())):
-            try:
-                os.unlink(path)
-            except OSError:
-                continue
+        for path in (state, body):
+            _unlink(path)
+        if renamed and not _undo(final_state, final_body):
+            queued_ids.append(entry_id)
+            return entry_id  # a daemon is delivering it already: it is as good as queued
+        if queued_ids and queued_ids[-1] == entry_id:
+            queued_ids.pop()
         raise QueueWriteError(f"could not queue the message: {exc.strerror or exc}") from None
     return entry_id
+
+
+#: The ids this process has put in the queue (a sendmail exits 0 once there is one).
+queued_ids: list[str] = []
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        return
+
+
+def _undo(state: str, body: str) -> bool:
+    """Take back an entry already in entries/, entry file first, under the message's lock
+    (``DiskStore._undo``'s rule); False when a daemon holds it: it stays."""
+    import fcntl
+
+    try:
+        fd = os.open(body, os.O_RDONLY | _OPEN)
+    except OSError:
+        _unlink(state)
+        return True
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        _unlink(state)
+        _unlink(body)
+        return True
+    finally:
+        os.close(fd)
 
 
 def _prepare_dirs(root: str, subdirectories: tuple[str, ...]) -> None:
@@ -533,3 +574,164 @@ def send_request(path: str, header: bytes, chunks: Iterable[bytes]) -> str | Non
         why = failed.strerror if failed is not None else "no answer"
         raise QueueWriteError(f"the daemon's submission socket {path} failed: {why}")
     raise SubmitRefused(int(code), text)
+
+
+# -- the config file's settings for a submission ----------------------------------------------
+
+
+class Settings:
+    """What a submission takes from the config file (``mxsend.config``): plain values, so
+    that they can be kept in a cache that the lean path reads with ``marshal``."""
+
+    __slots__ = ("delivery", "hostname", "queue_dir", "rewrite", "sender", "signs")
+
+    def __init__(
+        self,
+        *,
+        hostname: str | None = None,
+        sender: str | None = None,
+        queue_dir: str | None = None,
+        delivery: str | None = None,
+        rewrite: Rewrite = NO_REWRITE,
+        signs: bool = False,
+    ) -> None:
+        self.hostname = hostname
+        self.sender = sender  #: the envelope sender when -f gives none
+        self.queue_dir = queue_dir
+        self.delivery = delivery  #: the default for -od
+        self.rewrite = rewrite
+        self.signs = signs  #: some sender domain has DKIM keys: the full path signs
+
+    def values(self) -> tuple[object, ...]:
+        r = self.rewrite
+        return (
+            self.hostname, self.sender, self.queue_dir, self.delivery, self.signs,
+            r.domain, r.force_sender, r.masquerade, r.undisclosed,
+        )  # fmt: skip
+
+    @classmethod
+    def of(cls, values: tuple[object, ...]) -> Settings:
+        """The settings :meth:`values` gave; ValueError for anything else."""
+        hostname, sender, queue_dir, delivery, signs, domain, force, masquerade, undisclosed = (
+            values
+        )
+        rewrite = Rewrite(
+            domain=_text(domain),
+            force_sender=_text(force),
+            masquerade=_text(masquerade),
+            undisclosed=bool(undisclosed),
+        )
+        return cls(
+            hostname=_text(hostname),
+            sender=_text(sender),
+            queue_dir=_text(queue_dir),
+            delivery=_text(delivery),
+            rewrite=rewrite,
+            signs=bool(signs),
+        )
+
+
+def _text(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError("not a settings cache")
+
+
+DEFAULT_SETTINGS = Settings()
+_CACHE_FORMAT = 1
+
+
+def config_path(explicit: str | None, environ: Mapping[str, str]) -> str | None:
+    """The config file, as ``mxsend.config.find_config`` finds it: ``explicit`` (-C), else
+    $MXSEND_CONFIG, else /etc/mxsend/mxsend.toml for root or the XDG one, when it exists."""
+    if explicit:
+        return explicit
+    if environ.get("MXSEND_CONFIG"):
+        return environ["MXSEND_CONFIG"]
+    if os.geteuid() == 0:
+        default = "/etc/mxsend/mxsend.toml"
+    else:
+        base = environ.get("XDG_CONFIG_HOME", "")
+        if not os.path.isabs(base):
+            base = os.path.join(environ.get("HOME") or os.path.expanduser("~"), ".config")
+        default = os.path.join(base, "mxsend", "mxsend.toml")
+    return default if os.path.lexists(default) else None
+
+
+def _cache_key(path: str) -> tuple[object, ...] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (
+        _CACHE_FORMAT, os.path.abspath(path), info.st_dev, info.st_ino, info.st_size,
+        info.st_mtime_ns, info.st_ctime_ns,
+    )  # fmt: skip
+
+
+def cache_file(path: str, environ: Mapping[str, str]) -> str | None:
+    """Where this user keeps the parsed settings of the config file at ``path``."""
+    key = _cache_key(path)
+    if key is None:
+        return None
+    base = environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(environ.get("HOME") or os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "mxsend", f"config.{key[2]}.{key[3]}.marshal")
+
+
+def cached_settings(path: str, environ: Mapping[str, str]) -> Settings | None:
+    """The settings of the config file at ``path`` when this user's cache of them is from
+    the file as it is now (same inode, size, change time), else None."""
+    import marshal
+
+    cache = cache_file(path, environ)
+    if cache is None:
+        return None
+    try:
+        fd = os.open(cache, os.O_RDONLY | _OPEN)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.geteuid() or info.st_mode & 0o077 or info.st_size > 65536:
+            return None  # only a cache this user alone could have written is believed
+        data = os.read(fd, 65536)
+    finally:
+        os.close(fd)
+    try:
+        key, values = marshal.loads(data)
+        if key != _cache_key(path):
+            return None
+        return Settings.of(values)
+    except (ValueError, TypeError, EOFError):
+        return None
+
+
+def keep_settings(path: str, settings: Settings, environ: Mapping[str, str]) -> None:
+    """Cache ``settings`` for :func:`cached_settings` (best effort: a cache that cannot be
+    written only costs the next submission a parse)."""
+    import marshal
+
+    cache = cache_file(path, environ)
+    key = _cache_key(path)
+    if cache is None or key is None:
+        return
+    temporary = f"{cache}.{os.getpid()}.tmp"
+    folder = os.path.dirname(cache)
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        info = os.lstat(folder)
+        if info.st_mode & 0o170000 != 0o040000 or info.st_uid != os.geteuid():
+            return  # a symlink, or someone else's (root with a user's HOME): no cache
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN, 0o600)
+        try:
+            os.write(fd, marshal.dumps((key, settings.values())))  # type: ignore[arg-type]
+        finally:
+            os.close(fd)
+        os.replace(temporary, cache)
+    except OSError:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            return

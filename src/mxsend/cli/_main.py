@@ -7,7 +7,6 @@ running in the reactor) is in ``_common``. User errors print one line (``mxsend:
 exit with a sysexits status; no traceback. Commands import their machinery (Twisted, the demo
 world) only when they run, so ``mxsend --help`` stays quick.
 
-Commands to come (config) are modules here in the same shape, added to ``_COMMANDS``.
 The sendmail front end, :mod:`mxsend.cli.sendmail`, is a program of its own
 (``mxsend-sendmail``); message preparation is :mod:`mxsend.message`.
 """
@@ -20,7 +19,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from mxsend import __version__
-from mxsend.cli import daemon, demo, dkim, install, plan, queue, send
+from mxsend.cli import config, daemon, demo, dkim, install, plan, queue, send
 from mxsend.cli._common import Parser, Subcommands, UserError, internal_error
 
 __all__ = ["build_parser", "main"]
@@ -42,6 +41,7 @@ _COMMANDS: dict[str, _Command] = {
     "plan": plan,
     "demo": demo,
     "install-sendmail": install,
+    "config": config,
     "dkim": dkim,
 }
 

@@ -19,10 +19,15 @@ from mxsend.cli._common import UserError
 from mxsend.cli._drop import NO_REWRITE, UNDISCLOSED, Rewrite
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from mxsend.cli._drop import Settings
     from mxsend.cli.sendmail import SendmailArgs
+    from mxsend.config import Config
+    from mxsend.dkim import DkimKey
     from mxsend.protocol import BodyInfo, Content, Message
 
-__all__ = ["prepare", "submit", "submit_request"]
+__all__ = ["load_settings", "prepare", "signing", "submit", "submit_request"]
 
 _ADDRESS_FIELDS = (
     "from", "sender", "reply-to", "to", "cc", "bcc",
@@ -38,13 +43,16 @@ def submit(
     host: str,
     own_address: str,
     rewrite: Rewrite = NO_REWRITE,
+    signing: Callable[[str], Sequence[DkimKey]] | None = None,
 ) -> str:
     """Queue the message on ``stdin`` durably; its queue id. A UserError when it cannot be:
     65 for a bad message or address, 75 when the queue cannot take it (nothing queued)."""
     from mxsend.cli.send import open_queue
     from mxsend.queue import QueueError, enqueue
 
-    message, file = prepare(args, stdin, host=host, own_address=own_address, rewrite=rewrite)
+    message, file = prepare(
+        args, stdin, host=host, own_address=own_address, rewrite=rewrite, signing=signing
+    )
     try:
         store = open_queue(args.queue_dir)
     except UserError as exc:
@@ -67,28 +75,70 @@ def prepare(
     host: str,
     own_address: str,
     rewrite: Rewrite = NO_REWRITE,
+    signing: Callable[[str], Sequence[DkimKey]] | None = None,
 ) -> tuple[Message, BinaryIO]:
     """The message on ``stdin`` as it is to be queued, and the spool file its content reads
-    (the caller closes it); a UserError (65, 66, 75) when it cannot be."""
+    (the caller closes it); a UserError (65, 66, 75) when it cannot be. ``signing`` gives
+    the DKIM keys of a sender domain (the From field's): with some, the message is stored
+    with CRLF line ends and signed over exactly those bytes."""
+    from mxsend.cli._common import message_error
+    from mxsend.message import MessageError, spool
+
+    try:
+        # Without -i, a line holding only "." ends the input (sendmail's old rule).
+        file = spool(stdin, "standard input", until_dot=args.dot_ends)
+    except MessageError as exc:
+        raise message_error(exc) from None
+    try:
+        message = _prepared(
+            args, file, host=host, own_address=own_address, rewrite=rewrite, signing=signing
+        )
+    except BaseException:
+        file.close()
+        raise
+    return message, file
+
+
+def _prepared(
+    args: SendmailArgs,
+    file: BinaryIO,
+    *,
+    host: str,
+    own_address: str,
+    rewrite: Rewrite,
+    signing: Callable[[str], Sequence[DkimKey]] | None,
+) -> Message:
     from mxsend.cli._common import dsn_options, message_error
     from mxsend.message import (
         MessageError,
         content_of,
         header_fields,
         read_header_block,
-        spool,
         strip_bcc,
     )
-    from mxsend.protocol import AddressError, Body, Envelope, MailOptions, Message, ParameterError
+    from mxsend.protocol import (
+        Address,
+        AddressError,
+        Body,
+        Envelope,
+        MailOptions,
+        Message,
+        ParameterError,
+    )
 
     try:
-        # Without -i, a line holding only "." ends the input (sendmail's old rule).
-        file = spool(stdin, "standard input", until_dot=args.dot_ends)
         head = read_header_block(file, "standard input")
         headers = header_fields(head)
         _check_addresses(headers)
         # A bare local name gets this host's name (or the config's domain), as Postfix
         # appends myorigin.
+        try:
+            Address.parse(own_address)
+        except AddressError:
+            raise UserError(
+                Exit.DATAERR,
+                f"this user's address {own_address!r} is not one: give -f, or set the sender",
+            ) from None
         origin = rewrite.domain or host
         given = own_address if args.sender is None else _qualified(args.sender, origin)
         sender = rewrite.sender(given)
@@ -103,7 +153,8 @@ def prepare(
         # The fields as they were, without Bcc; an empty line before the body if none did.
         kept = strip_bcc(head) + (b"" if _ends_with_empty_line(head) else b"\r\n")
         content = content_of(file, None, added + kept, len(head))
-        content, info = _folded(content)
+        keys = signing(_author_domain(headers, sender or own_address)) if signing else ()
+        content, info = _signed(content, keys) if keys else _folded(content)
         notify, ret = dsn_options(args.notify, args.ret, "-N/-R")
         options = MailOptions(
             size=info.size,
@@ -116,7 +167,7 @@ def prepare(
         raise message_error(exc) from None
     except (AddressError, ParameterError) as exc:
         raise UserError(Exit.DATAERR, str(exc)) from None
-    return Message(envelope, content), file
+    return Message(envelope, content)
 
 
 def _folded(content: Content) -> tuple[Content, BodyInfo]:
@@ -144,6 +195,39 @@ def _folded(content: Content) -> tuple[Content, BodyInfo]:
     return folded, scan(folded)
 
 
+def _author_domain(headers: email.message.Message, sender: str) -> str:
+    """The domain DKIM signs for: the From field's (RFC 6376 and DMARC's alignment), or the
+    sender's when a From is added."""
+    found = _addresses(headers, "from")
+    address = found[0] if found else sender
+    return address.rpartition("@")[2]
+
+
+def _signed(content: Content, keys: Sequence[DkimKey]) -> tuple[Content, BodyInfo]:
+    """``content`` as it goes on the wire (CRLF line ends, long lines folded), in a new
+    spool file, with a DKIM-Signature field per key before it (RFC 6376 5)."""
+    from mxsend.dkim import DkimError, sign
+    from mxsend.message import InvalidMessageError, SpoolError, UnreadableMessageError, scan
+    from mxsend.protocol import BodyEncoder, Content, ContentError, LinePolicy
+
+    try:
+        copy = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the content
+        encoder = BodyEncoder(dot_stuff=False, line_policy=LinePolicy.FOLD)
+        for chunk in content.chunks():
+            copy.write(encoder.encode(chunk))
+        copy.write(encoder.finish())
+        copy.seek(0)
+        signature = sign(copy, keys)
+    except ContentError as exc:
+        raise UnreadableMessageError(str(exc)) from None
+    except OSError as exc:
+        raise SpoolError(f"cannot spool standard input: {exc.strerror}") from None
+    except DkimError as exc:
+        raise InvalidMessageError(f"cannot DKIM-sign the message: {exc}") from None
+    signed = Content.from_file(copy, prefix=signature)
+    return signed, scan(signed)
+
+
 def _ends_with_empty_line(head: bytes) -> bool:
     return re.split(rb"\r\n|\r|\n", head)[-2:] == [b"", b""]
 
@@ -161,15 +245,18 @@ def _addresses(headers: email.message.Message, name: str) -> list[str]:
         parsed_values = [getattr(value, "addresses", None) for value in values]
     except Exception:  # the email package's parser raises on some broken fields
         raise UserError(Exit.DATAERR, f"header {name.title()}: cannot be parsed") from None
+    # The field as written: an address must be in it literally, so that an RFC 2047
+    # encoded-word the parser decodes (=?utf-8?q?evil?=@y.test) never names a recipient.
+    raw = " ".join(v for k, v in headers.raw_items() if k.lower() == name)
+    raw = raw.replace("\r", "").replace("\n", "")
     for parsed in parsed_values:
         if parsed is None or (not parsed and name in ("from", "sender")):
             raise UserError(Exit.DATAERR, f"header {name.title()}: not a list of addresses")
         for address in parsed:
-            if not _ADDR_SPEC.fullmatch(address.addr_spec):
-                raise UserError(
-                    Exit.DATAERR, f"header {name.title()}: {address.addr_spec!r} is not an address"
-                )
-            found.append(address.addr_spec)
+            spec = address.addr_spec
+            if not _ADDR_SPEC.fullmatch(spec) or spec not in raw or "=?" in spec:
+                raise UserError(Exit.DATAERR, f"header {name.title()}: {spec!r} is not an address")
+            found.append(spec)
     return found
 
 
@@ -195,7 +282,11 @@ def _fix_ups(
     """The fields to put first: From, Date and Message-ID, each when it is missing."""
     added = []
     if headers.get("from") is None:
-        added.append(f"From: {email.utils.formataddr((full_name or '', sender))}")
+        if sender.isascii():
+            added.append(f"From: {email.utils.formataddr((full_name or '', sender))}")
+        else:  # a UTF-8 address (RFC 6532), which formataddr refuses: the name alone quoted
+            name = email.utils.formataddr((full_name, "a@b"))[: -len(" <a@b>")] if full_name else ""
+            added.append(f"From: {name} <{sender}>" if name else f"From: {sender}")
     if headers.get("date") is None:
         added.append(f"Date: {email.utils.formatdate(localtime=True)}")
     if headers.get("message-id") is None:
@@ -224,3 +315,60 @@ def submit_request(message: Message) -> tuple[bytes, int]:
     return b"MXSEND-SUBMIT/1\n" + "".join(f"{line}\n" for line in lines).encode() + b"\n", (
         info.raw_size
     )
+
+
+def load_settings(path: str) -> Settings:
+    """The settings of the config file at ``path`` for a submission, kept in this user's
+    cache for the lean path; a UserError (78) with its first problem when it has some."""
+    import os as _os
+
+    from mxsend.cli._drop import Settings, keep_settings
+
+    config = _config(path)
+    sendmail = config.sendmail
+    settings = Settings(
+        hostname=config.hostname,
+        sender=config.sender,
+        queue_dir=config.queue_dir,
+        delivery=sendmail.delivery,
+        rewrite=Rewrite(
+            domain=config.domain,
+            force_sender=sendmail.force_sender,
+            masquerade=sendmail.masquerade_domain,
+            undisclosed=bool(sendmail.undisclosed_recipients),
+        ),
+        signs=any(config.dkim.values()),
+    )
+    keep_settings(path, settings, _os.environ)
+    return settings
+
+
+def signing(explicit: str | None) -> Callable[[str], Sequence[DkimKey]]:
+    """The DKIM keys of a sender domain, from the config file's ``[[dkim."DOMAIN"]]``."""
+    import os as _os
+
+    from mxsend.cli._drop import config_path
+    from mxsend.dkim import keys_for
+
+    path = config_path(explicit, _os.environ)
+    config = _config(path) if path is not None else None
+    dkim = config.dkim if config is not None else {}
+    return lambda domain: keys_for(domain, dkim)
+
+
+_CONFIGS: dict[str, Config] = {}
+
+
+def _config(path: str) -> Config:
+    """The config file at ``path``, read once per process; a UserError (78) naming its
+    first problem (and how many more ``mxsend config check`` shows)."""
+    from mxsend.config import ConfigError, load_config
+
+    if path not in _CONFIGS:
+        try:
+            _CONFIGS[path] = load_config(path)
+        except ConfigError as exc:
+            first, more = exc.problems[0], len(exc.problems) - 1
+            also = f" (and {more} more: mxsend config check)" if more else ""
+            raise UserError(Exit.CONFIG, f"{first}{also}") from None
+    return _CONFIGS[path]

@@ -12,9 +12,24 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from mxsend._exits import Exit
-from mxsend.cli._common import EXIT_HELP, Subcommands, UserError, run_in_reactor, timeouts_help
+from mxsend.cli._common import (
+    EXIT_HELP,
+    Subcommands,
+    UserError,
+    config_option,
+    key_help,
+    run_in_reactor,
+    timeouts_help,
+)
 from mxsend.cli.queue import _RETRY_HELP, delivery_log, retry_arguments, retry_policy
-from mxsend.cli.send import delivery_arguments, delivery_options, open_queue, queue_dir_option
+from mxsend.cli.send import (
+    delivery_arguments,
+    delivery_options,
+    delivery_routes,
+    open_queue,
+    queue_dir_option,
+)
+from mxsend.cli.sendmail import SUBMIT_SOCKET
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTCP
@@ -43,17 +58,28 @@ def daemon_arguments(parser: argparse.ArgumentParser) -> None:
     delivery_arguments(parser)
     retry_arguments(parser)
     queue_dir_option(parser)
-    parser.add_argument("--workers", type=int, default=4, metavar="N",
-                        help="batches of entries delivered at once (default 4)")  # fmt: skip
-    parser.add_argument("--connections", type=int, default=5, metavar="N",
-                        help="sessions per destination in each batch (default 5)")  # fmt: skip
-    parser.add_argument("--poll", type=float, default=30.0, metavar="SECONDS",
-                        help="look for due work at least this often (default 30)")  # fmt: skip
-    parser.add_argument("--processes", type=int, default=1, metavar="N",
-                        help="delivering processes serving the queue (default 1)")  # fmt: skip
+    config_option(parser)
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help=key_help("workers", "batches of entries delivered at once "
+                                      "(default 4)"))  # fmt: skip
+    parser.add_argument("--connections", type=int, metavar="N",
+                        help=key_help("connections", "sessions per destination in each batch "
+                                      "(default 5; a route's concurrency wins)"))  # fmt: skip
+    parser.add_argument("--poll", type=float, metavar="SECONDS",
+                        help=key_help("poll", "look for due work at least this often "
+                                      "(default 30)"))  # fmt: skip
+    parser.add_argument("--processes", type=int, metavar="N",
+                        help=key_help("processes", "delivering processes serving the queue "
+                                      "(default 1)"))  # fmt: skip
     parser.add_argument("--worker", metavar="K/N", help=argparse.SUPPRESS)  # a child's share
-    parser.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
-                        help="on SIGTERM, seconds left to deliveries in flight (30)")  # fmt: skip
+    parser.add_argument("--grace", type=float, metavar="SECONDS",
+                        help=key_help("grace", "on SIGTERM, seconds left to deliveries in "
+                                      "flight (30)"))  # fmt: skip
+    parser.add_argument("--submit-socket", metavar="PATH",
+                        help=key_help("submit_socket", "take messages from users who cannot "
+                                      "write the queue on this Unix socket (default "
+                                      f"{SUBMIT_SOCKET} for root's system queue; \"\" for "
+                                      "none)"))  # fmt: skip
 
 
 def check(args: argparse.Namespace) -> None:
@@ -82,13 +108,17 @@ def build_daemon(
 
     from mxsend.queue._schedule import DestinationBackoff
     from mxsend.twisted import Deliverer, DNSRouter, QueueDaemon, QueueRunner
+    from mxsend.twisted._routes import RouteState
 
     clock = IReactorTime(reactor)
     options = replace(options, limits=replace(options.limits, connections=args.connections))
     backoff = DestinationBackoff(policy, rng=random.Random())
+    routes = delivery_routes(args)
+    state = RouteState(reactor)  # one for every batch: route limits and secrets hold across
 
     def make_runner() -> QueueRunner:
-        deliverer = Deliverer(reactor, DNSRouter.asking(args.dns, reactor), options)
+        router = DNSRouter.asking(args.dns, reactor)
+        deliverer = Deliverer(reactor, router, options, routes=routes, state=state)
         return QueueRunner(
             store, deliverer, clock=clock, policy=policy, reporting_mta=options.helo_name,
             backoff=backoff,
@@ -99,6 +129,57 @@ def build_daemon(
         store, make_runner, clock=clock, workers=args.workers, poll=args.poll,
         grace=args.grace, share=share,
     )  # fmt: skip
+
+
+def submission_socket(args: argparse.Namespace, store: DiskStore) -> str | None:
+    """Where the daemon takes submissions: --submit-socket (or the config's), else the
+    default one when root serves the system queue; None for none."""
+    from mxsend.queue import default_queue_dir
+
+    path: str | None = args.submit_socket
+    if path is None and os.geteuid() == 0 and store.root == default_queue_dir({}):
+        path = SUBMIT_SOCKET
+    if path and not os.path.isabs(path):
+        raise UserError(Exit.USAGE, f"--submit-socket {path!r} must be an absolute path")
+    return path or None
+
+
+def _listen_for_submissions(
+    reactor: Any, store: DiskStore, args: argparse.Namespace, daemon: QueueDaemon
+) -> Any:
+    """The submission socket (see mxsend.queue._intake), listening; None when there is none.
+    What users hand it is queued with their uid and delivered at once."""
+    from twisted.logger import Logger
+
+    from mxsend.cli.sendmail import host_name
+    from mxsend.queue._intake import SenderPolicy
+    from mxsend.twisted._submit import SubmissionFactory, listen_for_submissions, store_intake
+
+    path = submission_socket(args, store)
+    if path is None:
+        return None
+    settings = getattr(args, "settings", None)
+    host = (settings and (settings.domain or settings.hostname)) or host_name()
+    log = Logger(namespace="mxsend.submit")
+    factory = SubmissionFactory(
+        store_intake(store, SenderPolicy(host, settings)),
+        clock=reactor,
+        max_size=_MAX_SUBMISSION,
+        queued=lambda _queue_id: daemon.wake(),
+        log=lambda line: log.info("{line}", line=line),
+        spool_dir=str(store.root / "tmp"),
+    )
+    try:
+        port = listen_for_submissions(reactor, path, factory)
+    except Exception as exc:  # a daemon without its socket still delivers the queue
+        sys.stderr.write(f"mxsend: cannot listen for submissions at {path}: {exc}\n")
+        return None
+    sys.stderr.write(f"mxsend: taking submissions at {path}\n")
+    return port
+
+
+#: The largest message a user may hand the daemon (the -bs and queue default).
+_MAX_SUBMISSION = 50 * 1024 * 1024
 
 
 def _share(worker: str | None) -> tuple[int, int]:
@@ -116,7 +197,7 @@ class _Children:
     ever taking the same one)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        argv = [sys.executable, "-m", "mxsend", *sys.argv[1:]]
+        argv = [sys.executable, "-I", "-m", "mxsend", *sys.argv[1:]]  # -I: not the cwd's mxsend
         self._procs = [
             subprocess.Popen([*argv, "--worker", f"{k}/{args.processes}"])
             for k in range(1, args.processes)
@@ -197,6 +278,10 @@ async def run(
     reactor.addSystemEventTrigger("before", "shutdown", shutdown)
     signal.signal(signal.SIGUSR1, woken)
     daemon.startService()
+    if args.worker is None:
+        listening = _listen_for_submissions(reactor, store, args, daemon)
+        if listening is not None:
+            reactor.addSystemEventTrigger("before", "shutdown", listening.stopListening)
     if args.worker is not None:
         parent = os.getppid()  # an orphaned child stops: its parent's successor starts others
         LoopingCall(lambda: os.getppid() != parent and reactor.stop()).start(1.0, now=False)

@@ -16,10 +16,20 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mxsend._exits import Exit
-from mxsend.cli._common import EXIT_HELP, Subcommands, UserError, run_in_reactor, timeouts_help
+from mxsend.cli._common import (
+    EXIT_HELP,
+    Subcommands,
+    UserError,
+    apply_config,
+    config_option,
+    key_help,
+    run_in_reactor,
+    timeouts_help,
+)
 from mxsend.cli.send import (
     delivery_arguments,
     delivery_options,
+    delivery_routes,
     local_name,
     open_queue,
     queue_dir_option,
@@ -70,9 +80,35 @@ def setup(commands: Subcommands) -> argparse.ArgumentParser:
     )
     delivery_arguments(run)
     retry_arguments(run)
+    run.add_argument("--recipient", metavar="TEXT",
+                     help="only entries with an undecided recipient whose address holds TEXT "
+                     "(any case; sendmail -qR)")  # fmt: skip
+    run.add_argument(
+        "--sender",
+        metavar="TEXT",
+        help="only entries whose sender holds TEXT (any case; sendmail -qS)",
+    )
     for sub in actions.choices.values():
         queue_dir_option(sub)
+        config_option(sub)
     return parser
+
+
+def selection(args: argparse.Namespace) -> Callable[[Entry], bool] | None:
+    """``queue run``'s --recipient and --sender, as a test of an entry (None: every one)."""
+    recipient = (getattr(args, "recipient", None) or "").lower()
+    sender = (getattr(args, "sender", None) or "").lower()
+    if not recipient and not sender:
+        return None
+
+    def select(entry: Entry) -> bool:
+        if sender and sender not in (entry.sender or "").lower():
+            return False
+        return not recipient or any(
+            recipient in r.address.lower() for r in entry.recipients if not r.state.decided
+        )
+
+    return select
 
 
 def retry_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,13 +119,14 @@ def retry_arguments(parser: argparse.ArgumentParser) -> None:
         ("--bounce-lifetime", "give up on a bounce after this long (default 1d)"),
         ("--delay-warning", "warn the sender once after this long (default off)"),
     ):
-        parser.add_argument(flag, metavar="DURATION", help=what)
+        dest = flag[2:].replace("-", "_")
+        parser.add_argument(flag, metavar="DURATION", help=key_help(dest, what))
     parser.add_argument(
         "--log-format",
         choices=["text", "json"],
-        default="text",
-        help="the delivery log on stderr: one line per recipient attempt (default text)",
-    )
+        help=key_help("log_format", "the delivery log on stderr: one line per recipient "
+                      "attempt (default text)"),
+    )  # fmt: skip
 
 
 def retry_policy(args: argparse.Namespace) -> RetryPolicy:
@@ -254,7 +291,8 @@ def bounce(store: QueueStore, args: argparse.Namespace) -> int:
     globalLogPublisher.addObserver(observer)
     try:
         clock = IReactorTime(reactor)
-        runner = QueueRunner(store, None, clock=clock, reporting_mta=local_name())
+        reporting_mta = local_name(apply_config(args).hostname)
+        runner = QueueRunner(store, None, clock=clock, reporting_mta=reporting_mta)
         queued = runner.return_to_sender(claims[0], "returned to the sender by the postmaster")
     finally:
         globalLogPublisher.removeObserver(observer)
@@ -351,7 +389,8 @@ async def run(
     globalLogPublisher.addObserver(observer)
     progress = _Progress()
     try:
-        deliverer = Deliverer(reactor, DNSRouter.asking(args.dns, reactor), options)
+        router = DNSRouter.asking(args.dns, reactor)
+        deliverer = Deliverer(reactor, router, options, routes=delivery_routes(args))
         runner = QueueRunner(
             store,
             deliverer,
@@ -359,7 +398,7 @@ async def run(
             policy=policy,
             reporting_mta=options.helo_name,
         )
-        counts = await runner.run_pass(due_only=False, progress=progress)
+        counts = await runner.run_pass(due_only=False, progress=progress, select=selection(args))
     finally:
         progress.done()
         globalLogPublisher.removeObserver(observer)

@@ -17,11 +17,15 @@ from typing import TYPE_CHECKING
 from mxsend._exits import Exit
 from mxsend.cli._common import (
     EXIT_HELP,
+    SETTINGS,
     Parser,
     Subcommands,
     UserError,
+    apply_config,
+    config_option,
     dsn_options,
     host_port,
+    key_help,
     message_error,
     parse_timeouts,
     routing_options,
@@ -36,12 +40,14 @@ if TYPE_CHECKING:
     from mxsend.model import Message
     from mxsend.options import DeliveryOptions
     from mxsend.queue import DiskStore
+    from mxsend.routing._table import RouteTable
 
 __all__ = [
     "Request",
     "add_arguments",
     "build_parser",
     "build_request",
+    "delivery_routes",
     "execute",
     "local_name",
     "run",
@@ -54,11 +60,13 @@ _DESCRIPTION = "Deliver one message, read as it is sent (never whole into memory
 
 @dataclass
 class Request:
-    """What to deliver and how: the messages, the delivery options, the DNS server."""
+    """What to deliver and how: the messages, the delivery options, the DNS server, and
+    the config file's routes per recipient domain."""
 
     messages: list[Message]
     options: DeliveryOptions
     dns: tuple[str, int] | None
+    routes: RouteTable | None = None
 
 
 def setup(commands: Subcommands) -> argparse.ArgumentParser:
@@ -98,8 +106,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--from",
         dest="sender",
         metavar="ADDR",
-        help="envelope sender (default: the From header); '' for <>",
-    )
+        help=key_help("sender", "envelope sender (default: the file's, else the From header); "
+                      "'' for <>"),
+    )  # fmt: skip
     parser.add_argument("--to", action="append", default=[], metavar="ADDR", help="a recipient")
     parser.add_argument(
         "-t",
@@ -119,39 +128,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="queue the message durably, print its queue id and leave delivery to the queue",
     )
     queue_dir_option(parser)
+    config_option(parser)
 
 
 def queue_dir_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--queue-dir",
         metavar="DIR",
-        help="the queue (default: $MXSEND_QUEUE_DIR, /var/spool/mxsend for root, "
-        "else $XDG_STATE_HOME/mxsend/queue)",
-    )
+        help=key_help("queue_dir", "the queue (default: $MXSEND_QUEUE_DIR, the file's, "
+                      "/var/spool/mxsend for root, else $XDG_STATE_HOME/mxsend/queue)"),
+    )  # fmt: skip
 
 
 def delivery_arguments(parser: argparse.ArgumentParser) -> None:
     """The options that say how to deliver: routing, TLS, AUTH, deadlines, the transcript."""
     routing_options(parser)
     timeout_option(parser)
-    parser.add_argument("--helo", metavar="NAME", help="name to give in EHLO (default: FQDN)")
-    parser.add_argument("--cafile", metavar="FILE", help="also trust this CA (PEM)")
-    parser.add_argument("--auth-user", metavar="USER", help="AUTH user for the smarthost")
+    parser.add_argument(
+        "--helo", metavar="NAME", help=key_help("helo", "name to give in EHLO (default: FQDN)")
+    )
+    parser.add_argument(
+        "--cafile", metavar="FILE", help=key_help("cafile", "also trust this CA (PEM)")
+    )
+    parser.add_argument(
+        "--auth-user",
+        metavar="USER",
+        help='AUTH user for --smarthost [config: routes."*".auth.username]',
+    )
     parser.add_argument(
         "--auth-password-file",
         metavar="FILE",
-        help="file holding the AUTH password (else $MXSEND_PASSWORD)",
+        help="file holding the AUTH password (else $MXSEND_PASSWORD) "
+        '[config: routes."*".auth.password_file]',
     )
     parser.add_argument(
         "--allow-cleartext-auth",
         action="store_true",
-        help="allow AUTH on an unencrypted channel (e.g. to localhost)",
-    )
+        default=None,
+        help=key_help("allow_cleartext_auth", "allow AUTH on an unencrypted channel (e.g. to "
+                      "localhost)"),
+    )  # fmt: skip
     parser.add_argument(
         "--no-chunking",
         action="store_true",
-        help="send with DATA even when the server offers BDAT (CHUNKING)",
-    )
+        default=None,
+        help=key_help("no_chunking", "send with DATA even when the server offers BDAT "
+                      "(CHUNKING); the file says chunking = false"),
+    )  # fmt: skip
     parser.add_argument(
         "-v",
         "--verbose",
@@ -192,6 +215,14 @@ def local_name(given: str | None = None) -> str:
     return name
 
 
+def qualified(address: str, domain: str | None) -> str:
+    """A bare local name (``root``) with the config file's ``domain`` added; any other
+    address as it is."""
+    if domain and address and "@" not in address:
+        return f"{address}@{domain}"
+    return address
+
+
 def build_request(args: argparse.Namespace) -> Request:
     """The delivery ``args`` (parsed ``send`` options) ask for; a UserError if they cannot."""
     from mxsend.message import MessageError, prepare, scan
@@ -212,8 +243,11 @@ def build_request(args: argparse.Namespace) -> Request:
         )
     except MessageError as exc:
         raise message_error(exc) from None
+    domain = apply_config(args).domain
     recipients = list(args.to) + (prepared.recipients if args.from_headers else [])
+    recipients = [qualified(r, domain) for r in recipients]
     sender = prepared.sender if args.sender is None else args.sender
+    sender = None if sender is None else qualified(sender, domain)
     if not recipients:
         raise UserError(Exit.USAGE, "no recipients: give --to ADDR or -t")
     if sender is None:
@@ -233,7 +267,18 @@ def build_request(args: argparse.Namespace) -> Request:
         envelope = Envelope.build(sender, recipients, options, notify)
     except (AddressError, ParameterError) as exc:
         raise UserError(Exit.DATAERR, str(exc)) from None
-    return Request([Message(envelope, prepared.content)], delivery_options(args), args.dns)
+    return Request(
+        [Message(envelope, prepared.content)], delivery_options(args), args.dns,
+        delivery_routes(args),
+    )  # fmt: skip
+
+
+def delivery_routes(args: argparse.Namespace) -> RouteTable | None:
+    """The config file's routes; a ``--smarthost`` replaces its ``*`` route."""
+    table = apply_config(args).route_table()
+    if table is not None and getattr(args, "smarthost", None):
+        table = table.without_default()
+    return table if table is not None and table.routes else None
 
 
 def delivery_options(args: argparse.Namespace) -> DeliveryOptions:
@@ -243,7 +288,7 @@ def delivery_options(args: argparse.Namespace) -> DeliveryOptions:
     from mxsend.protocol import Plain
     from mxsend.routing import TLSPolicy
 
-    timeouts = parse_timeouts(args.timeout)
+    timeouts = parse_timeouts(args.timeout, apply_config(args))
     smarthost = None
     if args.smarthost:
         try:
@@ -281,7 +326,8 @@ async def run(reactor: IReactorTCP, request: Request, as_json: bool) -> Exit:
 
     # A file that changes after its scan is reported per recipient by the adapter, not raised.
     router = DNSRouter.asking(request.dns, reactor)
-    reports = await Deliverer(reactor, router, request.options).deliver(request.messages)
+    deliverer = Deliverer(reactor, router, request.options, routes=request.routes)
+    reports = await deliverer.deliver(request.messages)
     (format_json if as_json else format_human)(reports, sys.stdout)
     return exit_status(r for m in reports for r in m.recipients)
 
@@ -298,7 +344,8 @@ def execute(args: argparse.Namespace) -> int:
 
 #: Options that say how to deliver, with their defaults: the queue does not keep them, so
 #: ``send --queue`` refuses them rather than let a later run deliver otherwise (a --tls
-#: verify silently lost would be a downgrade).
+#: verify silently lost would be a downgrade). Those the config file can set count only
+#: when given on the command line: the queue's runs read the same file.
 _DELIVERY_DEFAULTS: dict[str, object] = {
     "smarthost": None, "tls": None, "cafile": None, "auth_user": None,
     "auth_password_file": None, "allow_cleartext_auth": False, "no_chunking": False,
@@ -307,7 +354,11 @@ _DELIVERY_DEFAULTS: dict[str, object] = {
 
 
 def _queue_takes_no_delivery_options(args: argparse.Namespace) -> None:
-    given = [name for name, default in _DELIVERY_DEFAULTS.items() if getattr(args, name) != default]
+    apply_config(args)
+    given = [
+        name for name, default in _DELIVERY_DEFAULTS.items()
+        if (name in args.given if name in SETTINGS else getattr(args, name) != default)
+    ]  # fmt: skip
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise UserError(

@@ -27,19 +27,21 @@ from mxsend.cli import _drop
 
 TYPE_CHECKING = False  # typing costs an import; mypy takes this name as True
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
     from typing import BinaryIO
+
+    from mxsend.dkim import DkimKey
 
 __all__ = ["SUBMIT_SOCKET", "Refusal", "SendmailArgs", "main", "parse"]
 
 # sysexits.h (mxsend._exits.Exit, whose enum costs an import here).
-_OK, _USAGE, _DATAERR, _NOINPUT, _TEMPFAIL, _NOPERM = 0, 64, 65, 66, 75, 77
+_OK, _USAGE, _DATAERR, _NOINPUT, _TEMPFAIL, _NOPERM, _CONFIG = 0, 64, 65, 66, 75, 77, 78
 #: Where the daemon takes submissions from users who cannot write its queue.
 SUBMIT_SOCKET = "/run/mxsend/submit.sock"
 # Letters that take a value, attached (-fADDR) or as the next argument (-f ADDR).
 _VALUED = set("BCFLNORVXfhr")
 # Known sendmail letters with nothing to do here: accepted, and named on stderr with -v.
-_IGNORED = set("GIUmn") | {"B", "C", "L", "O", "X", "h"}
+_IGNORED = set("GIUmn") | {"B", "L", "O", "X", "h"}
 _MODES = {"m": "deliver", "p": "list", "s": "smtp", "i": "newaliases"}
 _DELIVERY = {"b": "background", "i": "interactive", "q": "queue", "d": "background"}
 _READ = 65536
@@ -57,8 +59,8 @@ class SendmailArgs:
     """What a sendmail command line asks for."""
 
     __slots__ = (
-        "delivery", "dot_ends", "envid", "from_headers", "full_name", "ignored", "mode",
-        "notify", "queue_dir", "recipients", "ret", "run_queue", "sender", "verbose",
+        "config", "delivery", "dot_ends", "envid", "from_headers", "full_name", "ignored",
+        "mode", "notify", "queue_dir", "recipients", "ret", "run_queue", "sender", "verbose",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -68,7 +70,7 @@ class SendmailArgs:
         self.from_headers = False  #: -t
         self.dot_ends = True  #: a line with only "." ends the input, unless -i / -oi
         self.mode = "deliver"  #: -bm, -bp, -bs, -bi
-        self.delivery = "background"  #: -odb, -odi, -odq
+        self.delivery: str | None = None  #: -odb, -odi, -odq; else the config's, else -odb
         self.run_queue: str | None = None  #: -q (""), -qR..., -qS...
         self.notify: str | None = None  #: -N
         self.ret: str | None = None  #: -R
@@ -76,6 +78,7 @@ class SendmailArgs:
         self.verbose = False
         self.ignored: list[str] = []
         self.queue_dir: str | None = None  #: the default queue when None
+        self.config: str | None = None  #: -C FILE
 
 
 def parse(argv: Sequence[str]) -> SendmailArgs:
@@ -147,6 +150,8 @@ def _valued(args: SendmailArgs, letter: str, value: str) -> None:
         args.ret = value
     elif letter == "V":
         args.envid = value
+    elif letter == "C":  # sendmail's -C: the configuration file to use
+        args.config = value
     else:
         args.ignored.append(f"-{letter} {value}")
 
@@ -171,7 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"{name}: {exc}\n")
         return exc.status
     except KeyboardInterrupt:
-        return _TEMPFAIL
+        # Interrupted once the message was in the queue: it is safe, and 75 would make the
+        # caller send it again.
+        return _OK if _drop.queued_ids else _TEMPFAIL
 
 
 def _run(name: str, argv: Sequence[str]) -> int:
@@ -189,9 +196,7 @@ def _run(name: str, argv: Sequence[str]) -> int:
     if args.mode == "smtp":
         return smtp_session(args)
     if args.run_queue is not None:
-        if args.run_queue:
-            raise Refusal(_USAGE, f"-q{args.run_queue}: only -q (every entry) works")
-        return _mxsend(["queue", "run"])
+        return _mxsend(["queue", "run", *_queue_selection(args.run_queue)])
     stdin = sys.stdin.buffer if sys.stdin is not None else None
     if stdin is None:
         raise Refusal(_NOINPUT, "no standard input to read the message from")
@@ -203,19 +208,28 @@ def smtp_session(args: SendmailArgs) -> int:
     accepted is queued by the full path before its 250, and delivery starts once at the end
     as ``args.delivery`` says."""
     from mxsend.cli._bs import Submission, serve
+    from mxsend.cli._common import UserError
+    from mxsend.cli._submit import signing
 
-    host = host_name()
-    own = own_address(host)
+    settings = configured(args)
+    host = settings.hostname or host_name()
+    own = own_address(settings.rewrite.domain or host)
     root = args.queue_dir or _drop.queue_dir(os.environ)
     queued: list[str] = []
+    try:
+        sign = signing(args.config) if settings.signs else None
+    except UserError as exc:
+        raise Refusal(int(exc.status), str(exc)) from None
 
     def submit(message: Submission) -> str:
         each = SendmailArgs()
         each.sender = message.sender or ""  # the null sender <> stays null
         each.recipients = list(message.recipients)
         each.dot_ends = False  # SMTP's own dot has ended it already
-        each.queue_dir = args.queue_dir
-        queue_id = _submit_full(each, message.content, host, own)
+        each.queue_dir = root
+        queue_id = _submit_full(
+            each, message.content, host=host, own=own, rewrite=settings.rewrite, sign=sign
+        )
         queued.append(queue_id)
         return queue_id
 
@@ -225,6 +239,22 @@ def smtp_session(args: SendmailArgs) -> int:
     if queued:
         _after_queueing(args, root, queued[-1])
     return status
+
+
+def _queue_selection(spec: str) -> list[str]:
+    """``queue run`` options for -q's argument: "" every entry; R<text> those with a
+    recipient holding it, S<text> those with such a sender (sendmail's -qR, -qS). An interval
+    (-q30m, which starts a sendmail daemon) is for ``mxsend daemon``."""
+    if not spec:
+        return []
+    kind, text = spec[:1], spec[1:]
+    if kind in ("R", "S") and text:
+        return ["--recipient" if kind == "R" else "--sender", text]
+    if kind in ("R", "S"):
+        raise Refusal(_USAGE, f"-q{kind} needs the text to look for, as in -q{kind}example.com")
+    if spec[:1].isdigit():
+        raise Refusal(_USAGE, f"-q{spec}: to run the queue at intervals, run mxsend daemon")
+    raise Refusal(_USAGE, f"-q{spec}: only -q, -qR<text> and -qS<text> are known")
 
 
 def _newaliases() -> int:
@@ -241,13 +271,16 @@ def _mxsend(command: list[str]) -> int:
 def submit(args: SendmailArgs, stdin: BinaryIO) -> int:
     """Queue the message on ``stdin`` durably, then have it delivered as ``args.delivery``
     says; 0 once it is safe."""
-    host = host_name()
-    own = own_address(host)
+    settings = configured(args)
+    host = settings.hostname or host_name()
+    rewrite = settings.rewrite
+    own = own_address(rewrite.domain or host)
+    via = _submission_socket(args)
     root = args.queue_dir or _drop.queue_dir(os.environ)
     args.recipients = [a for argument in args.recipients for a in _argument_addresses(argument)]
     data, complete = _read_input(stdin, dot_ends=args.dot_ends)
     drop = None
-    if complete and _lean(args):
+    if complete and _lean(args) and not settings.signs:
         drop = _drop.prepare(
             data,
             sender=args.sender,
@@ -256,8 +289,8 @@ def submit(args: SendmailArgs, stdin: BinaryIO) -> int:
             from_headers=args.from_headers,
             host=host,
             own_address=own,
+            rewrite=rewrite,
         )
-    via = _submission_socket(args)
     if drop is not None:
         queued = None
         if via is not None:
@@ -269,8 +302,9 @@ def submit(args: SendmailArgs, stdin: BinaryIO) -> int:
             except _drop.QueueWriteError as exc:
                 raise Refusal(_TEMPFAIL, str(exc)) from None  # not queued: the caller retries
     else:
+        args.queue_dir = root
         rest = io.BufferedReader(_Replay(data, None if complete else stdin))
-        queued, by_daemon = _full(args, rest, host, own, via)
+        queued, by_daemon = _full(args, rest, host=host, own=own, via=via, settings=settings)
     if not by_daemon:
         _after_queueing(args, root, queued)
     elif args.verbose:  # the daemon delivers it: nothing to wake or start
@@ -278,12 +312,40 @@ def submit(args: SendmailArgs, stdin: BinaryIO) -> int:
     return _OK
 
 
+def configured(args: SendmailArgs) -> _drop.Settings:
+    """The config file's settings (-C FILE, $MXSEND_CONFIG, the default file), applied to
+    ``args`` where the command line left them open: the sender, the queue, -od. Read from
+    this user's cache of them when the file has not changed since; else parsed (and every
+    problem in it is exit 78)."""
+    environ = os.environ
+    path = _drop.config_path(args.config, environ)
+    settings = _drop.DEFAULT_SETTINGS
+    if path is not None:
+        settings = _drop.cached_settings(path, environ) or _load_settings(path)
+    if args.sender is None and settings.sender is not None:
+        args.sender = settings.sender
+    if args.queue_dir is None and not environ.get("MXSEND_QUEUE_DIR"):
+        args.queue_dir = settings.queue_dir
+    args.delivery = args.delivery or settings.delivery or "background"
+    return settings
+
+
+def _load_settings(path: str) -> _drop.Settings:
+    from mxsend.cli._common import UserError
+    from mxsend.cli._submit import load_settings
+
+    try:
+        return load_settings(path)
+    except UserError as exc:
+        raise Refusal(int(exc.status), str(exc)) from None
+
+
 def _submission_socket(args: SendmailArgs) -> str | None:
     """The daemon's submission socket, when this user hands mail to it rather than write a
     queue: not root, no queue named (-q's --queue-dir, $MXSEND_QUEUE_DIR), and a socket at
     $MXSEND_SUBMIT_SOCKET or /run/mxsend/submit.sock."""
     if os.geteuid() == 0 or args.queue_dir or os.environ.get("MXSEND_QUEUE_DIR"):
-        return None
+        return None  # root, or a queue of one's own named
     path = os.environ.get("MXSEND_SUBMIT_SOCKET") or SUBMIT_SOCKET
     try:
         is_socket = os.stat(path).st_mode & 0o170000 == 0o140000
@@ -296,12 +358,15 @@ def _to_daemon(path: str, header: bytes, chunks: Iterable[bytes]) -> str | None:
     """The queue id the daemon gives the submission; None when no daemon answers there (the
     caller queues it in this user's own queue)."""
     try:
-        return _drop.send_request(path, header, chunks)
+        queue_id = _drop.send_request(path, header, chunks)
     except _drop.SubmitRefused as exc:
         status = {550: _NOPERM, 554: _DATAERR}.get(exc.code, _TEMPFAIL)
         raise Refusal(status, f"the daemon refused the message: {exc}") from None
     except _drop.QueueWriteError as exc:
         raise Refusal(_TEMPFAIL, str(exc)) from None
+    if queue_id is not None:
+        _drop.queued_ids.append(queue_id)
+    return queue_id
 
 
 def _after_queueing(args: SendmailArgs, root: str, queue_id: str) -> None:
@@ -312,7 +377,7 @@ def _after_queueing(args: SendmailArgs, root: str, queue_id: str) -> None:
         if args.verbose:
             sys.stderr.write(f"mxsend: queued as {queue_id}\n")
         woken = args.delivery != "queue" and _wake(root)
-        _start_delivery(root, args.delivery, woken=woken)
+        _start_delivery(root, args.delivery or "background", woken=woken)
     except (OSError, KeyboardInterrupt) as exc:
         why = exc.strerror if isinstance(exc, OSError) else "interrupted"
         sys.stderr.write(f"sendmail: queued as {queue_id}; delivery not started ({why})\n")
@@ -333,23 +398,36 @@ def _lean(args: SendmailArgs) -> bool:
 
 
 def _full(
-    args: SendmailArgs, stdin: BinaryIO, host: str, own: str, via: str | None
+    args: SendmailArgs,
+    stdin: BinaryIO,
+    *,
+    host: str,
+    own: str,
+    via: str | None,
+    settings: _drop.Settings,
 ) -> tuple[str, bool]:
     """The full path: the queue id, and whether the daemon at ``via`` took the message."""
     from mxsend.cli._common import UserError
-    from mxsend.cli._submit import prepare, submit_request
+    from mxsend.cli._submit import prepare, signing, submit_request
+    from mxsend.options import ConfigError
 
     try:
+        sign = signing(args.config) if settings.signs else None
         if via is None:
-            return _submit_full(args, stdin, host, own), False
-        message, file = prepare(args, stdin, host=host, own_address=own)
+            alone = _submit_full(
+                args, stdin, host=host, own=own, rewrite=settings.rewrite, sign=sign
+            )
+            return alone, False
+        message, file = prepare(
+            args, stdin, host=host, own_address=own, rewrite=settings.rewrite, signing=sign
+        )
         with file:
             from mxsend.protocol import Content
 
             header, _ = submit_request(message)
-            queue_id = _to_daemon(via, header, Content.of(message.content).chunks())
-            if queue_id is not None:
-                return queue_id, True
+            taken = _to_daemon(via, header, Content.of(message.content).chunks())
+            if taken is not None:
+                return taken, True
             from mxsend.cli.send import open_queue
             from mxsend.queue import QueueError, enqueue
 
@@ -358,15 +436,28 @@ def _full(
                     [queue_id] = enqueue(store, message, uid=os.getuid())
                 except QueueError as exc:
                     raise Refusal(_TEMPFAIL, str(exc)) from None
+            _drop.queued_ids.append(queue_id)
             return queue_id, False
     except UserError as exc:
         raise Refusal(int(exc.status), str(exc)) from None
+    except ConfigError as exc:  # a DKIM key that cannot be read
+        raise Refusal(_CONFIG, str(exc)) from None
 
 
-def _submit_full(args: SendmailArgs, stdin: BinaryIO, host: str, own: str) -> str:
+def _submit_full(
+    args: SendmailArgs,
+    stdin: BinaryIO,
+    *,
+    host: str,
+    own: str,
+    rewrite: _drop.Rewrite = _drop.NO_REWRITE,
+    sign: Callable[[str], Sequence[DkimKey]] | None = None,
+) -> str:
     from mxsend.cli._submit import submit as submit_full
 
-    return submit_full(args, stdin, host=host, own_address=own)
+    queue_id = submit_full(args, stdin, host=host, own_address=own, rewrite=rewrite, signing=sign)
+    _drop.queued_ids.append(queue_id)
+    return queue_id
 
 
 def _read_input(stdin: BinaryIO, *, dot_ends: bool) -> tuple[bytes, bool]:
@@ -497,13 +588,31 @@ def _wake(root: str) -> bool:
     return True
 
 
+def _close_inherited() -> None:
+    """Keep the caller's other descriptors (a pipe it waits on for EOF) from the delivery
+    process: every one past standard error is made close-on-exec."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for name in names:
+        if name.isdigit() and int(name) > 2:
+            try:
+                os.set_inheritable(int(name), False)
+            except OSError:  # the directory's own descriptor, closed by now
+                continue
+
+
 def _start_delivery(queue_dir: str, delivery: str, *, woken: bool) -> None:
     """-odq: nothing; a daemon was woken: nothing more; else a one-shot ``mxsend queue run``,
     in the background (-odb) or waited for (-odi)."""
     if delivery == "queue" or woken:
         return
-    command = [sys.executable, "-m", "mxsend", "queue", "run", "--queue-dir", queue_dir]
+    # -I: isolated, so that nothing in the caller's directory (a planted mxsend/) or its
+    # PYTHON* variables runs in the caller's account.
+    command = [sys.executable, "-I", "-m", "mxsend", "queue", "run", "--queue-dir", queue_dir]
     null = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
+    _close_inherited()
     if delivery == "interactive":
         pid = os.posix_spawn(sys.executable, command, os.environ, file_actions=null[:1])
         os.waitpid(pid, 0)

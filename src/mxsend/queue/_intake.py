@@ -21,10 +21,12 @@ may use that envelope sender, queues the message with the user's uid, and answer
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import IO, BinaryIO, cast
+import grp
+import os
+import pwd
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import IO, BinaryIO, Protocol, cast
 
 from mxsend.protocol import (
     AddressError,
@@ -45,6 +47,7 @@ __all__ = [
     "MAGIC",
     "MAX_REQUEST_HEADER",
     "IntakeError",
+    "Rules",
     "SenderPolicy",
     "SubmitRequest",
     "accept",
@@ -101,51 +104,58 @@ def parse_request(header: bytes) -> SubmitRequest:
             values[key] = value
         else:
             raise IntakeError(554, f"bad {key!r} line in the submission")
-    if sender is None or not recipients or not values.get("size", "").isdigit():
+    size = values.get("size", "")
+    if sender is None or not recipients or not (size.isascii() and size.isdigit()):
         raise IntakeError(554, "the submission needs a sender, recipients and a size")
     if len(recipients) > _MAX_RECIPIENTS:
         raise IntakeError(554, f"more than {_MAX_RECIPIENTS} recipients in one submission")
+    if len(size) > 20:
+        raise IntakeError(554, "the submission's size is not a size")
     return SubmitRequest(
         sender,
         tuple(recipients),
-        int(values["size"]),
+        int(size),
         values.get("notify"),
         values.get("ret"),
         values.get("envid"),
     )
 
 
-def _match(pattern: str, sender: str) -> bool:
-    """``*`` any sender, ``<>`` the null sender, ``*@example.com`` that domain (caseless, as
-    domains are), else the address itself."""
-    if pattern == "<>":
-        return sender == ""
-    if not sender:
-        return False
-    local, _, domain = sender.rpartition("@")
-    p_local, _, p_domain = pattern.rpartition("@")
-    if not p_domain:  # "*" alone
-        return fnmatch.fnmatchcase(sender, pattern)
-    return fnmatch.fnmatchcase(local, p_local) and fnmatch.fnmatchcase(
-        domain.lower(), p_domain.lower()
-    )
+class Rules(Protocol):
+    """What the config's ``[[submit.allow]]`` rules say (``mxsend.config.Config``)."""
+
+    def sender_allowed(
+        self, sender: str, *, user: str, uid: int, groups: Collection[str]
+    ) -> bool: ...
 
 
 @dataclass(frozen=True)
 class SenderPolicy:
     """Who may use which envelope sender. Root may use any; every user may use their own
-    address at ``host`` and the null sender; ``rules`` add patterns per user name (``*``
-    for every user). Without rules, that is all: a user cannot send as someone else."""
+    address at ``host`` and the null sender; the config's rules (``rules``) allow more. With
+    no rules, that is all: a local user cannot send as someone else."""
 
     host: str
-    rules: Sequence[tuple[str, Sequence[str]]] = field(default_factory=tuple)
+    rules: Rules | None = None
 
     def allows(self, uid: int, user: str, sender: str) -> bool:
-        if uid == 0:
+        if uid == 0 or not sender:
             return True
-        own = [f"{user}@{self.host}", "<>"]
-        patterns = own + [p for who, ps in self.rules if who in (user, "*") for p in ps]
-        return any(_match(p, sender) for p in patterns)
+        local, _, domain = sender.rpartition("@")
+        if local == user and domain.lower() == self.host.lower():
+            return True
+        return self.rules is not None and self.rules.sender_allowed(
+            sender, user=user, uid=uid, groups=_groups(user, uid)
+        )
+
+
+def _groups(user: str, uid: int) -> list[str]:
+    """The names of the groups ``user`` (``uid``) is in."""
+    try:
+        gid = pwd.getpwuid(uid).pw_gid
+        return [grp.getgrgid(g).gr_name for g in os.getgrouplist(user, gid)]
+    except (KeyError, OSError):
+        return []
 
 
 def accept(

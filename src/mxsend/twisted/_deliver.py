@@ -24,6 +24,7 @@ from mxsend.protocol import (
     Address,
     ClientConfig,
     ClientConnection,
+    Mechanism,
     Message,
     Recipient,
     Reply,
@@ -32,8 +33,10 @@ from mxsend.protocol import (
     TransactionResult,
 )
 from mxsend.routing import MXHost, PolicySource, Route, RouteError, TLSPolicy
+from mxsend.routing._table import Auth, DomainRoute, RouteTable
 from mxsend.twisted._dns import DNSRouter
 from mxsend.twisted._protocol import SessionOutcome, SMTPClientProtocol
+from mxsend.twisted._routes import CredentialsError, RouteState
 from mxsend.twisted._tls import ClientTLS
 
 __all__ = ["Decided", "Deliverer", "Reported", "deliver"]
@@ -68,6 +71,12 @@ class Deliverer:
     ``reactor`` makes TCP connections; ``clock`` (by default the reactor itself) gives the
     time for elapsed times and deadlines; ``router`` answers DNS questions. Nothing global: a
     queue can run many of these side by side.
+
+    ``routes`` (a config file's) decide per recipient domain: a relay or the MX hosts, the
+    TLS policy, AUTH, and a destination's concurrency and rate. A domain no route matches
+    goes through ``options.smarthost`` when there is one, which also takes the place of a
+    ``*`` route. ``state`` holds what Deliverers of one process share about routes (pass the
+    same one to each, as a daemon does, for the limits to hold across them).
     """
 
     def __init__(
@@ -77,11 +86,15 @@ class Deliverer:
         options: DeliveryOptions,
         *,
         clock: IReactorTime | None = None,
+        routes: RouteTable | None = None,
+        state: RouteState | None = None,
     ) -> None:
         self._reactor = reactor
         self._clock = clock if clock is not None else IReactorTime(reactor)
         self._router = router
         self._options = options
+        self._routes = routes
+        self._state = state if state is not None or routes is None else RouteState(reactor)
 
     def deliver(
         self, messages: Sequence[Message], *, on_decided: Decided | None = None
@@ -133,12 +146,13 @@ class Deliverer:
     ) -> list[MessageReport]:
         groups: dict[str, list[tuple[int, Message]]] = {}
         split: set[int] = set()  # messages whose recipients go to more than one destination
-        if self._options.smarthost:
+        if self._options.smarthost and self._routes is None:
             groups[""] = list(enumerate(messages))
+        destination = self.destination
         for index, message in enumerate(messages if not groups else ()):
             recipients = message.envelope.recipients
-            first = recipients[0].address.domain.lower()
-            if all(r.address.domain.lower() == first for r in recipients[1:]):
+            first = destination(recipients[0].address)
+            if all(destination(r.address) == first for r in recipients[1:]):
                 groups.setdefault(first, []).append((index, message))
                 continue
             split.add(index)
@@ -173,14 +187,45 @@ class Deliverer:
         ]
 
     def destination(self, address: Address) -> str:
-        """Which destination ``address`` is delivered through: its domain, or ``""`` for
-        everything when a smarthost relays it all. Messages are grouped by it."""
-        return "" if self._options.smarthost else address.domain.lower()
+        """Which destination ``address`` is delivered through: its domain; ``""`` for the
+        smarthost (or the ``*`` route's relay); a relay route's key (``example.com``,
+        ``.example.com``) for the domains it relays. Messages are grouped by it."""
+        domain = address.domain.lower()
+        found = self._matched(domain)
+        if found is None:
+            return "" if self._options.smarthost else domain
+        key, route = found
+        if route.relay is None:
+            return domain
+        return "" if key == "*" else key
+
+    def _matched(self, domain: str) -> tuple[str, DomainRoute] | None:
+        if self._routes is None:
+            return None
+        found = self._routes.match(domain)
+        if found is not None and found[0] == "*" and self._options.smarthost:
+            return None  # the smarthost takes the place of the default route
+        return found
+
+    def configured(self, destination: str) -> DomainRoute | None:
+        """The route from ``routes`` a destination (see :meth:`destination`) or domain
+        takes; None: the smarthost, or the MX hosts under the options' policy."""
+        if self._routes is None:
+            return None
+        if not destination:
+            return None if self._options.smarthost else self._routes.routes.get("*")
+        if destination.startswith("."):
+            return self._routes.routes.get(destination)
+        found = self._matched(destination)
+        return None if found is None else found[1]
 
     async def route(self, domain: str) -> Route:
         """The route for ``domain`` (any domain with a smarthost): its hosts from DNS, its
         port, and the TLS policy it gets, with where the policy came from."""
         options = self._options
+        configured = self.configured(domain)
+        if configured is not None:
+            return await self._configured_route(domain, configured)
         source = PolicySource.DEFAULT if options.tls.policy is None else PolicySource.OPTION
         smarthost = options.smarthost
         if smarthost is None:
@@ -192,26 +237,83 @@ class Deliverer:
             "", (host,), smarthost.port, options.tls_policy, source, smarthost.implicit_tls
         )
 
+    async def _configured_route(self, destination: str, configured: DomainRoute) -> Route:
+        """A route's own TLS policy first, then the options' one, then the default."""
+        relay = configured.relay
+        if configured.tls is not None:
+            tls, source = configured.tls, PolicySource.CONFIG
+        elif self._options.tls.policy is not None:
+            tls, source = self._options.tls.policy, PolicySource.OPTION
+        else:
+            tls, source = (TLSPolicy.VERIFY if relay else TLSPolicy.MAY), PolicySource.DEFAULT
+        if relay is None:
+            hosts = await self._router.mx_hosts(destination)
+            return Route(destination, tuple(hosts), self._options.mx_port, tls, source)
+        addresses = await self._router.addresses(relay.host)
+        host = MXHost(relay.host, 0, addresses)
+        return Route(destination, (host,), relay.port, tls, source, relay.implicit_tls)
+
     async def _destination(
         self, domain: str, group: list[tuple[int, Message]], on_decided: Decided | None
     ) -> list[tuple[int, list[RecipientReport]]]:
         """Route once, then spread the destination's messages over up to ``connections``
-        concurrent sessions, each reusing its connection for its share."""
+        concurrent sessions (a route's ``concurrency``), each reusing its connection for its
+        share; under a route's ``rate``, as many messages at a time as it allows."""
         started = self._clock.seconds()
         try:
             route = await self.route(domain)
         except RouteError as failure:
             pending = {index: _Pending(message) for index, message in group}
             return self._finish(pending, (failure.reply, FailureKind.DNS), 0, started)
-        shares = max(1, min(self._options.limits.connections, len(group)))
-        parts = [group[i::shares] for i in range(shares)]
-        done = await gatherResults(
-            [
-                Deferred.fromCoroutine(self._attempts(route, part, started, on_decided))
-                for part in parts
-            ]
-        )
-        return [item for part in done for item in part]
+        configured = self.configured(domain)
+        connections = self._options.limits.connections
+        slots = rate = None
+        if configured is not None and self._state is not None:
+            if configured.concurrency is not None:
+                connections = configured.concurrency
+                slots = self._state.slots(route.destination, connections)
+            rate = configured.rate
+        out: list[tuple[int, list[RecipientReport]]] = []
+        step = len(group) if rate is None else rate.count
+        for start in range(0, len(group), step):
+            batch = group[start : start + step]
+            if rate is not None and self._state is not None:
+                await self._state.take(route.destination, rate, len(batch))
+            shares = max(1, min(connections, len(batch)))
+            parts = [batch[i::shares] for i in range(shares)]
+            done = await gatherResults(
+                [
+                    Deferred.fromCoroutine(self._share(slots, route, part, started, on_decided))
+                    for part in parts
+                ]
+            )
+            out.extend(item for part in done for item in part)
+        return out
+
+    async def _share(
+        self,
+        slots: DeferredSemaphore | None,
+        route: Route,
+        group: list[tuple[int, Message]],
+        started: float,
+        on_decided: Decided | None,
+    ) -> list[tuple[int, list[RecipientReport]]]:
+        if slots is None:
+            return await self._attempts(route, group, started, on_decided)
+        await slots.acquire()
+        try:
+            return await self._attempts(route, group, started, on_decided)
+        finally:
+            slots.release()
+
+    def _credentials(self, route: Route) -> tuple[Auth | None, Mechanism | None]:
+        """What this route authenticates with: a configured route's AUTH, else the
+        smarthost's mechanism, only ever for the smarthost's own destination."""
+        configured = self.configured(route.destination)
+        if configured is not None:
+            return configured.auth, None
+        smarthost = self._options.smarthost
+        return None, smarthost.mechanism if smarthost and not route.destination else None
 
     async def _attempts(
         self,
@@ -229,18 +331,37 @@ class Deliverer:
         last_error = Reply.synthesized(451, "4.4.1", "no mail host could be reached")
         last_failure = FailureKind.CONNECT
         sessions = tried = 0
+        auth, mechanism = self._credentials(route)
+        renewed = False
         while queue and sessions < limits.max_sessions:
             todo = {i: m for i, p in pending.items() if (m := _undecided(p)) is not None}
             if not todo:
                 break
+            if auth is not None and self._state is not None:
+                try:
+                    mechanism = await self._state.mechanism(auth)
+                except CredentialsError as exc:
+                    last_error = Reply.synthesized(451, "4.7.0", f"no AUTH secret: {exc}")
+                    last_failure = FailureKind.AUTH
+                    break
             host, address = queue.pop(0)
             tried += 1
             outcome, driver = await self._session(
-                host, address, route, todo, policy, on_decided=on_decided
+                host, address, route, todo, policy, mechanism=mechanism, on_decided=on_decided
             )
             if outcome is None:
                 continue  # no connection: the next address does not use up a session
             sessions += 1
+            refused = driver.auth_failed
+            if (
+                refused is not None and not refused.local and auth is not None and not renewed
+                and self._state is not None and self._state.renew(auth)
+            ):  # fmt: skip
+                # A refused token may have expired: ask the command once more, try again.
+                renewed = True
+                queue.insert(0, (host, address))
+                sessions -= 1
+                continue
             self._record(pending, todo, driver, outcome, (host, address, tried, started))
             if outcome.tls_handshake_failed and policy is TLSPolicy.MAY and not route.implicit_tls:
                 # Opportunistic TLS (RFC 7435): the same address again, in cleartext.
@@ -345,10 +466,10 @@ class Deliverer:
         todo: dict[int, Message],
         policy: TLSPolicy,
         *,
+        mechanism: Mechanism | None = None,
         on_decided: Decided | None = None,
     ) -> tuple[SessionOutcome | None, SessionDriver]:
         options = self._options
-        smarthost = options.smarthost
         implicit, port = route.implicit_tls, route.port
         config = ClientConfig(
             options.helo_name,
@@ -369,7 +490,7 @@ class Deliverer:
             todo.values(),
             starttls=policy is not TLSPolicy.NONE and not implicit,
             require_tls=policy.required and not implicit,
-            mechanism=smarthost.mechanism if smarthost else None,
+            mechanism=mechanism,
             on_result=None if on_decided is None else _early(on_decided, list(todo), host, address),
         )
 

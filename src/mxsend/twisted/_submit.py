@@ -39,6 +39,12 @@ __all__ = ["SubmissionFactory", "listen_for_submissions", "store_intake"]
 
 #: A request that sends nothing for this long is dropped.
 IDLE_TIMEOUT = 60.0
+#: A whole request must be in within this, however it trickles.
+REQUEST_DEADLINE = 600.0
+#: Requests open at once, in all and per submitting user: what a local user can hold of the
+#: daemon (memory: a header each; disk: a spooled message each) is bounded.
+MAX_CONNECTIONS = 64
+MAX_PER_USER = 8
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -67,12 +73,21 @@ class _Submission(Protocol):
         self._left = 0
         self._done = False
         self._idle: IDelayedCall | None = None
+        self._deadline: IDelayedCall | None = None
+        self._searched = 0  #: how much of the header has been searched for its end
+        self.uid: int | None = None
 
     def connectionMade(self) -> None:
-        self._idle = self._factory.clock.callLater(IDLE_TIMEOUT, self._stalled)
+        clock = self._factory.clock
+        self._idle = clock.callLater(IDLE_TIMEOUT, self._stalled)
+        self._deadline = clock.callLater(REQUEST_DEADLINE, self._stalled)
+        self.uid = _peer_uid(self.transport)
+        if self.uid is None:
+            self._answer(554, "cannot tell who is submitting")
+        elif not self._factory.admit(self):
+            self._answer(451, "too many submissions at once; try again later")
 
     def _stalled(self) -> None:
-        self._idle = None
         self._answer(451, "timed out waiting for the submission")
 
     def dataReceived(self, data: bytes) -> None:
@@ -82,7 +97,8 @@ class _Submission(Protocol):
             self._idle.reset(IDLE_TIMEOUT)
         if self._request is None:
             self._header += data
-            end = self._header.find(b"\n\n")
+            end = self._header.find(b"\n\n", self._searched)
+            self._searched = max(0, len(self._header) - 1)  # only new bytes, next time
             if end < 0:
                 if len(self._header) > MAX_REQUEST_HEADER or not MAGIC.startswith(
                     bytes(self._header[: len(MAGIC)])
@@ -101,7 +117,8 @@ class _Submission(Protocol):
                 return
             self._left = self._request.size
             try:
-                self._spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed in _finish
+                spool_dir = self._factory.spool_dir
+                self._spool = tempfile.TemporaryFile(dir=spool_dir)  # noqa: SIM115 - _finish
             except OSError as exc:
                 self._answer(451, f"cannot spool the message: {exc.strerror}")
                 return
@@ -123,10 +140,8 @@ class _Submission(Protocol):
             self._accept(self._request, self._spool)
 
     def _accept(self, request: SubmitRequest, content: IO[bytes]) -> None:
-        uid = _peer_uid(self.transport)
-        if uid is None:
-            self._answer(554, "cannot tell who is submitting")
-            return
+        uid = self.uid
+        assert uid is not None  # taken when the connection was made
         try:
             queue_id = self._factory.intake(request, content, uid)
         except IntakeError as exc:
@@ -151,9 +166,11 @@ class _Submission(Protocol):
         self._finish()
 
     def _finish(self) -> None:
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = None
+        for call in (self._idle, self._deadline):
+            if call is not None and call.active():
+                call.cancel()
+        self._idle = self._deadline = None
+        self._factory.leave(self)
         if self._spool is not None:
             self._spool.close()
             self._spool = None
@@ -174,12 +191,34 @@ class SubmissionFactory(Factory):
         max_size: int,
         queued: Callable[[str], None] = lambda queue_id: None,
         log: Callable[[str], None] = lambda line: None,
+        spool_dir: str | None = None,
     ) -> None:
+        self.spool_dir = spool_dir  #: where requests are spooled (the queue's own disk)
         self.intake = intake
         self.clock = clock
         self.max_size = max_size
         self.queued = queued  #: called with each queue id once it is durable
         self.log = log
+
+        self._open: dict[_Submission, int] = {}  #: requests being taken, by their uid
+        self._per_user: dict[int, int] = {}
+
+    def admit(self, request: _Submission) -> bool:
+        """Whether one more request from ``request.uid`` may be taken now."""
+        uid = request.uid
+        assert uid is not None
+        if len(self._open) >= MAX_CONNECTIONS or self._per_user.get(uid, 0) >= MAX_PER_USER:
+            return False
+        self._open[request] = uid
+        self._per_user[uid] = self._per_user.get(uid, 0) + 1
+        return True
+
+    def leave(self, request: _Submission) -> None:
+        uid = self._open.pop(request, None)
+        if uid is not None:
+            self._per_user[uid] -= 1
+            if not self._per_user[uid]:
+                del self._per_user[uid]
 
     def buildProtocol(self, addr: object) -> _Submission:
         return _Submission(self)
