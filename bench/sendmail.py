@@ -60,6 +60,11 @@ def main() -> None:
         # ./dev's PYTHONDONTWRITEBYTECODE would otherwise forbid), not on every run.
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env |= {"MXSEND_QUEUE_DIR": str(work / "queue"), "PYTHONPYCACHEPREFIX": str(work / "pyc")}
+        # A config file, as a server has: read from the per-user cache after the first run.
+        config = work / "mxsend.toml"
+        config.write_text('hostname = "client.test"\n\n[sendmail]\ndelivery = "queue"\n')
+        config.chmod(0o600)
+        configured = env | {"MXSEND_CONFIG": str(config), "XDG_CACHE_HOME": str(work / "cache")}
         sink = q.Sink()  # type: ignore[attr-defined]
         postfix = q.Postfix(work / "postfix", sink.port)  # type: ignore[attr-defined]
         try:
@@ -69,6 +74,9 @@ def main() -> None:
                 "python -c pass": lambda: timed([sys.executable, "-c", "pass"], b"", env),
                 "mxsend-sendmail -odq": lambda: timed(
                     [mxsend, "-odq", "-f", sender, recipient], message, env
+                ),
+                "  with a config file": lambda: timed(
+                    [mxsend, "-odq", "-f", sender, recipient], message, configured
                 ),
                 "Postfix sendmail": lambda: timed(postfix_sendmail, message),
             }
