@@ -119,7 +119,6 @@ def _prepared(
     from mxsend.protocol import (
         Address,
         AddressError,
-        Body,
         Envelope,
         MailOptions,
         Message,
@@ -156,12 +155,7 @@ def _prepared(
         keys = signing(_author_domain(headers, sender or own_address)) if signing else ()
         content, info = _signed(content, keys) if keys else _folded(content)
         notify, ret = dsn_options(args.notify, args.ret, "-N/-R")
-        options = MailOptions(
-            size=info.size,
-            body=Body.EIGHT_BIT_MIME if info.eight_bit else None,
-            ret=ret,
-            envid=args.envid,
-        )
+        options = MailOptions.for_content(info, ret=ret, envid=args.envid)
         envelope = Envelope.build(sender or None, recipients, options, notify)
     except MessageError as exc:
         raise message_error(exc) from None

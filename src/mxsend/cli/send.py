@@ -228,7 +228,6 @@ def build_request(args: argparse.Namespace) -> Request:
     from mxsend.message import MessageError, prepare, scan
     from mxsend.protocol import (
         AddressError,
-        Body,
         Envelope,
         MailOptions,
         Message,
@@ -258,12 +257,7 @@ def build_request(args: argparse.Namespace) -> Request:
         raise message_error(exc) from None
     try:
         notify, ret = dsn_options(args.notify, args.ret, "--notify")
-        options = MailOptions(
-            size=info.size,
-            body=Body.EIGHT_BIT_MIME if info.eight_bit else None,
-            ret=ret,
-            envid=args.envid,
-        )
+        options = MailOptions.for_content(info, ret=ret, envid=args.envid)
         envelope = Envelope.build(sender, recipients, options, notify)
     except (AddressError, ParameterError) as exc:
         raise UserError(Exit.DATAERR, str(exc)) from None

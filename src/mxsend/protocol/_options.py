@@ -6,9 +6,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mxsend.protocol._address import Address
 from mxsend.protocol._errors import ParameterError
+
+if TYPE_CHECKING:
+    from mxsend.protocol._encoder import BodyInfo
 
 __all__ = [
     "MAX_ENVID_LENGTH",
@@ -98,6 +102,15 @@ class MailOptions:
                 raise ParameterError(f"ENVID must have 1 to {MAX_ENVID_LENGTH} characters")
             if not all(32 <= ord(c) < 127 for c in self.envid):
                 raise ParameterError("ENVID must be printable ASCII (RFC 3461 4.4)")
+
+    @classmethod
+    def for_content(
+        cls, info: BodyInfo, *, ret: Ret | None = None, envid: str | None = None
+    ) -> MailOptions:
+        """SIZE and BODY for content as :meth:`Content.scan` described it (RFC 1870, 6152),
+        with the DSN's RET and ENVID."""
+        body = Body.EIGHT_BIT_MIME if info.eight_bit else None
+        return cls(size=info.size, body=body, ret=ret, envid=envid)
 
     @property
     def wants_dsn(self) -> bool:

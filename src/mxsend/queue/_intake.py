@@ -30,7 +30,6 @@ from typing import IO, BinaryIO, Protocol, cast
 
 from mxsend.protocol import (
     AddressError,
-    Body,
     Content,
     ContentError,
     Envelope,
@@ -186,12 +185,7 @@ def accept(
             raise IntakeError(554, "the submission's size does not match its content")
         if info.long_lines:
             raise IntakeError(554, "the message has a line longer than 998 octets")
-        options = MailOptions(
-            size=info.size,
-            body=Body.EIGHT_BIT_MIME if info.eight_bit else None,
-            ret=ret,
-            envid=request.envid,
-        )
+        options = MailOptions.for_content(info, ret=ret, envid=request.envid)
         envelope = Envelope.build(request.sender or None, request.recipients, options, rcpt)
     except (AddressError, ParameterError, ValueError) as exc:
         raise IntakeError(554, str(exc)) from None
