@@ -25,10 +25,23 @@ import re
 import stat
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from mxsend.protocol import MAX_LINE_OCTETS, BodyInfo, Content, ContentError, MxsendError
+from mxsend.dkim import DkimError, sign
+from mxsend.protocol import (
+    MAX_LINE_OCTETS,
+    BodyEncoder,
+    BodyInfo,
+    Content,
+    ContentError,
+    LinePolicy,
+    MxsendError,
+)
+
+if TYPE_CHECKING:
+    from mxsend.dkim import DkimKey
 
 __all__ = [
     "MAX_HEADER_OCTETS",
@@ -43,6 +56,7 @@ __all__ = [
     "prepare",
     "read_header_block",
     "scan",
+    "signed",
     "spool",
     "strip_bcc",
 ]
@@ -290,3 +304,25 @@ def scan(content: Content) -> BodyInfo:
     if info.long_lines:
         raise InvalidMessageError("message has a line longer than 998 octets (RFC 5322 2.1.1)")
     return info
+
+
+def signed(content: Content, keys: Sequence[DkimKey]) -> tuple[Content, BodyInfo]:
+    """``content`` as it goes on the wire (CRLF line ends, long lines folded), in a new
+    spool file, with a DKIM-Signature field per key before it (RFC 6376 5): the signature
+    covers exactly the bytes stored and sent. Read in chunks, never whole."""
+    try:
+        copy = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the content
+        encoder = BodyEncoder(dot_stuff=False, line_policy=LinePolicy.FOLD)
+        for chunk in content.chunks():
+            copy.write(encoder.encode(chunk))
+        copy.write(encoder.finish())
+        copy.seek(0)
+        signature = sign(copy, keys)
+    except ContentError as exc:
+        raise UnreadableMessageError(str(exc)) from None
+    except OSError as exc:
+        raise SpoolError(f"cannot spool the message to sign it: {exc.strerror}") from None
+    except DkimError as exc:
+        raise InvalidMessageError(f"cannot DKIM-sign the message: {exc}") from None
+    result = Content.from_file(copy, prefix=signature)
+    return result, scan(result)

@@ -218,3 +218,21 @@ def test_dash_q_r_and_s_run_only_the_entries_they_name(world: World) -> None:
         controller.stop()
     bad = world.sendmail("-q30m", stdin=b"")
     assert bad.returncode == 64 and b"mxsend daemon" in bad.stderr
+
+
+def test_send_queue_signs_with_the_config_s_keys_too(world: World) -> None:
+    key = world.root / "rsa.key"
+    name, strings = record_strings(keygen("x.test", "s1", "rsa", key))
+    world.config.write_text(f'[[dkim."x.test"]]\nselector = "s1"\nkey_file = "{key}"\n')
+    world.config.chmod(0o600)
+    message = world.root / "m.eml"
+    message.write_bytes(b"From: A <a@x.test>\nTo: b@y.test\nSubject: s\n\nbody\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "mxsend", "send", "--queue", "--to", "b@y.test", str(message)],
+        env=world.env, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    [(entry, stored)] = world.entries()
+    assert entry["sender"] == "a@x.test" and stored.startswith(b"DKIM-Signature:")
+    with dns_server({name: strings}) as port:
+        assert dkim.verify(stored, dnsfunc=txt_lookup(port))

@@ -114,6 +114,7 @@ def _prepared(
         content_of,
         header_fields,
         read_header_block,
+        signed,
         strip_bcc,
     )
     from mxsend.protocol import (
@@ -153,7 +154,7 @@ def _prepared(
         kept = strip_bcc(head) + (b"" if _ends_with_empty_line(head) else b"\r\n")
         content = content_of(file, None, added + kept, len(head))
         keys = signing(_author_domain(headers, sender or own_address)) if signing else ()
-        content, info = _signed(content, keys) if keys else _folded(content)
+        content, info = signed(content, keys) if keys else _folded(content)
         notify, ret = dsn_options(args.notify, args.ret, "-N/-R")
         options = MailOptions.for_content(info, ret=ret, envid=args.envid)
         envelope = Envelope.build(sender or None, recipients, options, notify)
@@ -195,31 +196,6 @@ def _author_domain(headers: email.message.Message, sender: str) -> str:
     found = _addresses(headers, "from")
     address = found[0] if found else sender
     return address.rpartition("@")[2]
-
-
-def _signed(content: Content, keys: Sequence[DkimKey]) -> tuple[Content, BodyInfo]:
-    """``content`` as it goes on the wire (CRLF line ends, long lines folded), in a new
-    spool file, with a DKIM-Signature field per key before it (RFC 6376 5)."""
-    from mxsend.dkim import DkimError, sign
-    from mxsend.message import InvalidMessageError, SpoolError, UnreadableMessageError, scan
-    from mxsend.protocol import BodyEncoder, Content, ContentError, LinePolicy
-
-    try:
-        copy = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the content
-        encoder = BodyEncoder(dot_stuff=False, line_policy=LinePolicy.FOLD)
-        for chunk in content.chunks():
-            copy.write(encoder.encode(chunk))
-        copy.write(encoder.finish())
-        copy.seek(0)
-        signature = sign(copy, keys)
-    except ContentError as exc:
-        raise UnreadableMessageError(str(exc)) from None
-    except OSError as exc:
-        raise SpoolError(f"cannot spool standard input: {exc.strerror}") from None
-    except DkimError as exc:
-        raise InvalidMessageError(f"cannot DKIM-sign the message: {exc}") from None
-    signed = Content.from_file(copy, prefix=signature)
-    return signed, scan(signed)
 
 
 def _ends_with_empty_line(head: bytes) -> bool:

@@ -37,8 +37,10 @@ from mxsend.cli._common import (
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTCP
 
+    from mxsend.config import Config
     from mxsend.model import Message
     from mxsend.options import DeliveryOptions
+    from mxsend.protocol import BodyInfo, Content
     from mxsend.queue import DiskStore
     from mxsend.routing._table import RouteTable
 
@@ -234,15 +236,17 @@ def build_request(args: argparse.Namespace) -> Request:
         ParameterError,
     )
 
+    config = apply_config(args)
+    signs = any(config.dkim.values())
     try:
         prepared = prepare(
             args.message,
-            read_headers=args.from_headers or args.sender is None,
+            read_headers=args.from_headers or args.sender is None or signs,
             remove_bcc=args.from_headers,
         )
     except MessageError as exc:
         raise message_error(exc) from None
-    domain = apply_config(args).domain
+    domain = config.domain
     recipients = list(args.to) + (prepared.recipients if args.from_headers else [])
     recipients = [qualified(r, domain) for r in recipients]
     sender = prepared.sender if args.sender is None else args.sender
@@ -251,8 +255,11 @@ def build_request(args: argparse.Namespace) -> Request:
         raise UserError(Exit.USAGE, "no recipients: give --to ADDR or -t")
     if sender is None:
         raise UserError(Exit.USAGE, "no sender: give --from ADDR (or a From header)")
+    content = prepared.content
     try:
-        info = scan(prepared.content)
+        info = scan(content)
+        if signs:  # DKIM for the From field's domain (RFC 6376), else the sender's
+            content, info = _dkim_signed(content, info, prepared.sender or sender, config)
     except MessageError as exc:
         raise message_error(exc) from None
     try:
@@ -262,9 +269,23 @@ def build_request(args: argparse.Namespace) -> Request:
     except (AddressError, ParameterError) as exc:
         raise UserError(Exit.DATAERR, str(exc)) from None
     return Request(
-        [Message(envelope, prepared.content)], delivery_options(args), args.dns,
-        delivery_routes(args),
+        [Message(envelope, content)], delivery_options(args), args.dns, delivery_routes(args),
     )  # fmt: skip
+
+
+def _dkim_signed(
+    content: Content, info: BodyInfo, author: str, config: Config
+) -> tuple[Content, BodyInfo]:
+    """``content`` (scanned as ``info``) signed with the config's DKIM keys for
+    ``author``'s domain, when it has some; a key that cannot be used is a config error."""
+    from mxsend.dkim import DkimKeyError, keys_for
+    from mxsend.message import signed
+
+    try:
+        keys = keys_for(author.rpartition("@")[2], config.dkim)
+    except DkimKeyError as exc:
+        raise UserError(Exit.CONFIG, str(exc)) from None
+    return signed(content, keys) if keys else (content, info)
 
 
 def delivery_routes(args: argparse.Namespace) -> RouteTable | None:
