@@ -280,3 +280,20 @@ def test_one_argument_may_list_several_recipients(queue: Path) -> None:
     assert listed[0] == "ops@x.test" and str(listed[1]).startswith("root@")
     assert listed[2:] == ["p@y.test"]
     assert content.endswith(b"x\n.\nmore\n")  # -o i: the lone dot did not end it
+
+
+def test_a_bs_message_taken_with_smtputf8_is_queued_with_it(queue: Path) -> None:
+    # RFC 6531 3.2: a message accepted with SMTPUTF8 must go on with it (or bounce).
+    session = (
+        "EHLO client.test\r\nMAIL FROM:<a@x.test> SMTPUTF8\r\nRCPT TO:<b@y.test>\r\nDATA\r\n"
+        "Subject: caf\u00e9\r\n\r\nx\r\n.\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<c@y.test>\r\n"
+        "DATA\r\nSubject: plain\r\n\r\ny\r\n.\r\nQUIT\r\n"
+    ).encode()
+    done = sendmail(queue, "-bs", "-odq", stdin=session)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count(b"250 2.0.0 Ok: queued as") == 2
+    flags = sorted(
+        (str(recipients(entry)[0]), entry["mail"]["smtputf8"])  # type: ignore[index]
+        for entry, _ in entries(queue)
+    )
+    assert flags == [("b@y.test", True), ("c@y.test", False)]

@@ -156,7 +156,8 @@ def _prepared(
         keys = signing(_author_domain(headers, sender or own_address)) if signing else ()
         content, info = signed(content, keys) if keys else _folded(content)
         notify, ret = dsn_options(args.notify, args.ret, "-N/-R")
-        options = MailOptions.for_content(info, ret=ret, envid=args.envid)
+        # A message taken with SMTPUTF8 (-bs) goes on with it (RFC 6531 3.2).
+        options = MailOptions.for_content(info, ret=ret, envid=args.envid, smtputf8=args.smtputf8)
         envelope = Envelope.build(sender or None, recipients, options, notify)
     except MessageError as exc:
         raise message_error(exc) from None

@@ -60,7 +60,8 @@ class SendmailArgs:
 
     __slots__ = (
         "config", "delivery", "dot_ends", "envid", "from_headers", "full_name", "ignored",
-        "mode", "notify", "queue_dir", "recipients", "ret", "run_queue", "sender", "verbose",
+        "mode", "notify", "queue_dir", "recipients", "ret", "run_queue", "sender", "smtputf8",
+        "verbose",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -79,6 +80,7 @@ class SendmailArgs:
         self.ignored: list[str] = []
         self.queue_dir: str | None = None  #: the default queue when None
         self.config: str | None = None  #: -C FILE
+        self.smtputf8 = False  #: a -bs message that came with SMTPUTF8
 
 
 def parse(argv: Sequence[str]) -> SendmailArgs:
@@ -226,6 +228,7 @@ def smtp_session(args: SendmailArgs) -> int:
         each.sender = message.sender or ""  # the null sender <> stays null
         each.recipients = list(message.recipients)
         each.dot_ends = False  # SMTP's own dot has ended it already
+        each.smtputf8 = message.smtputf8
         each.queue_dir = root
         queue_id = _submit_full(
             each, message.content, host=host, own=own, rewrite=settings.rewrite, sign=sign

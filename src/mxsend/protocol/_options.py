@@ -105,12 +105,17 @@ class MailOptions:
 
     @classmethod
     def for_content(
-        cls, info: BodyInfo, *, ret: Ret | None = None, envid: str | None = None
+        cls,
+        info: BodyInfo,
+        *,
+        ret: Ret | None = None,
+        envid: str | None = None,
+        smtputf8: bool = False,
     ) -> MailOptions:
         """SIZE and BODY for content as :meth:`Content.scan` described it (RFC 1870, 6152),
-        with the DSN's RET and ENVID."""
+        with the DSN's RET and ENVID, and SMTPUTF8 when the message must keep it."""
         body = Body.EIGHT_BIT_MIME if info.eight_bit else None
-        return cls(size=info.size, body=body, ret=ret, envid=envid)
+        return cls(size=info.size, body=body, ret=ret, envid=envid, smtputf8=smtputf8)
 
     @property
     def wants_dsn(self) -> bool:
