@@ -194,6 +194,26 @@ TRANSCRIPTS: dict[str, tuple[bytes, list[str]]] = {
         [*HELLO, "500 5.5.2 Error: bad UTF-8 syntax", "500 5.5.2 Error: bad syntax",
          "500 5.5.2 Error: bad syntax", OK],
     ),
+    # Only a first word BDAT hangs up on a bad line (test_a_bad_bdat_line_ends_the_session).
+    "bad-bytes-not-bdat": (
+        b"EHLO c.test\r\nBDATE 1\t\r\nBDAT1\xff\r\nXBDAT 1\x00\r\nNOOP\r\n",
+        [*HELLO, "500 5.5.2 Error: bad syntax", "500 5.5.2 Error: bad UTF-8 syntax",
+         "500 5.5.2 Error: bad syntax", OK],
+    ),
+    # RFC 5321 4.1.2: Path = "<" [ A-d-l ":" ] Mailbox ">"; the route is checked, then ignored.
+    "source-routes": (
+        b"EHLO c.test\r\nMAIL FROM:<@relay.test:>\r\nMAIL FROM:<@@@ !!:a@x.test>\r\n"
+        b"MAIL FROM:<@:a@x.test>\r\nMAIL FROM:<@[192.0.2.1]:a@x.test>\r\n"
+        b"MAIL FROM:<@r.test,s.test:a@x.test>\r\nMAIL FROM:<@r.test,:a@x.test>\r\n"
+        b"MAIL FROM:<@r.test,@s.test:a@x.test>\r\nRCPT TO:<@r.test:>\r\n"
+        b"RCPT TO:<@r_t:b@y.test>\r\nRCPT TO:<@r.test:b@y.test>\r\nDATA\r\n.\r\n",
+        [*HELLO, *[MAIL_SYNTAX] * 6, "250 2.1.0 Ok", RCPT_SYNTAX, RCPT_SYNTAX, RCPT_OK, GO,
+         "250 2.0.0 Ok: queued as Q1"],
+    ),
+    "hello-syntax": (
+        b"EHLO   \r\nHELO \r\nEHLO  c.test \r\n",
+        ["501 5.5.4 Syntax: EHLO hostname", "501 5.5.4 Syntax: HELO hostname", *HELLO],
+    ),
 }  # fmt: skip
 
 
@@ -279,6 +299,7 @@ def test_no_verdict_without_a_message() -> None:
         {"host": "mx.test", "max_recipients": 99},
         {"host": "mx.test", "max_message_size": 0},
         {"host": "mx.test", "max_errors": 0},
+        {"host": "mx.test", "recipient_overshoot": -1},
     ],
 )
 def test_config_is_checked(config: dict[str, object]) -> None:
@@ -498,6 +519,31 @@ def test_a_bdat_without_a_size_ends_the_session(command: bytes, reason: str) -> 
     assert peer.server.closed and peer.events[-1] == SessionClosed(reason)
 
 
+FORGED_CHUNK = b"RCPT TO:<attacker@evil.test>\r\nBDAT 8 LAST\r\nforged\r\n"
+_LONG = b" " * MAX_COMMAND_LINE
+
+
+@pytest.mark.parametrize("bytewise", [False, True], ids=["whole", "bytewise"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"BDAT %d LAST\t\r\n", b"BDAT\t%d LAST\r\n", b"BDAT %d LAST\x7f\r\n",
+        b"BDAT %d\x00 LAST\r\n", "BDAT %d\u00a0LAST\r\n".encode(), b"BDAT %d LAST\xff\r\n",
+        b"bdat %d last\t\r\n", b"BDAT\xc3\r\n", b" BDAT %d LAST\r\n", b"BDAT,%d LAST\r\n",
+        b"BDAT %d LAST" + _LONG + b"\r\n", b"BDAT %d LAST" + _LONG, b"Bdat" + _LONG + b"\r\n",
+    ],
+    ids=["tab-end", "tab", "del", "nul", "nbsp", "utf-8", "lower", "utf-8-word",
+         "leading-space", "comma", "long", "long-unended", "long-no-size"],
+)  # fmt: skip
+def test_a_bad_bdat_line_ends_the_session(line: bytes, bytewise: bool) -> None:
+    # Refused with a 500, its chunk would run as commands: hang up as for a bad size.
+    peer = Peer()
+    sent = line.replace(b"%d", b"%d" % len(FORGED_CHUNK)) + FORGED_CHUNK
+    out = peer.feed(ENVELOPE + sent, bytewise=bytewise)
+    assert replies(out) == [*STARTED, "521 5.5.4 Syntax: BDAT count [LAST]"]
+    assert peer.server.closed and peer.events == [SessionClosed("malformed BDAT")]
+
+
 def test_bdat_content_without_a_final_crlf_gets_one_and_a_final_cr_is_refused() -> None:
     peer = Peer()
     peer.feed(ENVELOPE + b"BDAT 5 LAST\r\nab\r\nc")
@@ -617,6 +663,33 @@ def test_recipient_limit() -> None:
     out = peer.feed(b"EHLO c\r\nMAIL FROM:<>\r\n" + rcpts)
     assert replies(out).count("250 2.1.5 Ok") == 1000
     assert replies(out)[-1] == "452 4.5.3 Error: too many recipients"
+
+
+def test_recipients_past_the_limit_are_not_errors_and_the_message_goes() -> None:
+    # RFC 5321 4.5.3.1.10: the client sends the rest later; 452s are not its errors.
+    peer = Peer()
+    rcpts = b"".join(b"RCPT TO:<r%d@y.test>\r\n" % i for i in range(1025))
+    out = peer.feed(b"EHLO c\r\nMAIL FROM:<>\r\n" + rcpts + b"DATA\r\nx\r\n.\r\n")
+    assert replies(out).count("452 4.5.3 Error: too many recipients") == 25
+    assert replies(out)[-2:] == [GO, "250 2.0.0 Ok: queued as Q1"]
+    [received] = peer.received
+    assert len(received.envelope.recipients) == 1000
+    assert str(received.envelope.recipients[-1].address) == "r999@y.test"
+
+
+def test_recipients_past_the_overshoot_are_errors() -> None:
+    peer = Peer(config=ServerConfig(HOST, max_recipients=100, recipient_overshoot=10))
+    rcpts = [b"RCPT TO:<r%d@y.test>\r\n" % i for i in range(200)]
+    out = peer.feed(b"EHLO c\r\nMAIL FROM:<>\r\n" + b"".join(rcpts))
+    # 100 taken, 10 overshoot, then 20 errors: 421 after the 130th.
+    assert replies(out).count("452 4.5.3 Error: too many recipients") == 30
+    assert replies(out)[-1] == "421 4.7.0 mx.test Error: too many errors"
+    # Counted per transaction (a new MAIL starts again), as Postfix does: 3 x 5 errors.
+    peer = Peer(config=ServerConfig(HOST, max_recipients=100, recipient_overshoot=10))
+    transaction = b"MAIL FROM:<>\r\n" + b"".join(rcpts[:115]) + b"RSET\r\n"
+    out = peer.feed(b"EHLO c\r\n" + transaction * 3)
+    assert replies(out).count("452 4.5.3 Error: too many recipients") == 45
+    assert not peer.server.closed
 
 
 def test_too_many_errors_end_the_session() -> None:

@@ -4,6 +4,8 @@ socketpair by real clients (Python's smtplib, swaks ``--pipe``), and the real
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import io
 import json
 import os
@@ -13,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -280,6 +283,62 @@ def test_a_spool_that_cannot_be_written_refuses_the_message(
     assert recorder.submitted == []
 
 
+def _enospc(*args: Any) -> Any:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+class Buffered(io.BytesIO):
+    """A spool whose buffer meets a full disk at flush (or seek), and at close once."""
+
+    failing = "flush"
+
+    def flush(self) -> None:
+        if self.failing == "flush":
+            _enospc()
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        if self.failing == "seek":
+            _enospc()
+        return super().seek(offset, whence)
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            _enospc()  # best effort: ignored
+
+
+class Unseekable(Buffered):
+    failing = "seek"
+
+
+@pytest.mark.parametrize("spool", [_enospc, Buffered, Unseekable], ids=["create", "flush", "seek"])
+@pytest.mark.parametrize("bdat", [False, True], ids=["data", "bdat"])
+def test_a_spool_that_fails_outside_write_refuses_the_message(
+    monkeypatch: pytest.MonkeyPatch, spool: Callable[[], Any], bdat: bool
+) -> None:
+    monkeypatch.setattr("mxsend.cli._bs.tempfile.TemporaryFile", spool)
+    recorder = Recorder()
+    out = io.BytesIO()
+    content = b"BDAT 3 LAST\r\nx\r\n" if bdat else b"DATA\r\nx\r\n.\r\n"
+    session = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@y.test>\r\n" + content + b"NOOP\r\n"
+    assert serve(io.BytesIO(session), out, host="mx.test", submit=recorder) == 0
+    assert out.getvalue().endswith(
+        b"451 4.3.0 cannot spool: No space left on device\r\n250 2.0.0 Ok\r\n"
+    )
+    assert recorder.submitted == []
+
+
+def test_a_bdat_line_refused_for_a_tab_does_not_run_its_chunk() -> None:
+    chunk = b"RCPT TO:<attacker@evil.test>\r\nBDAT 8 LAST\r\nforged\r\n"
+    envelope = b"EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\n"
+    session = envelope + b"BDAT %d LAST\t\r\n" % len(chunk) + chunk
+    recorder = Recorder()
+    out = io.BytesIO()
+    assert serve(io.BytesIO(session), out, host="mx.test", submit=recorder) == 0
+    assert out.getvalue().endswith(b"250 2.1.5 Ok\r\n521 5.5.4 Syntax: BDAT count [LAST]\r\n")
+    assert recorder.submitted == []
+
+
 def test_a_refusal_without_words_still_says_something() -> None:
     out = io.BytesIO()
     stdin = io.BytesIO(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nx\r\n.\r\n")
@@ -511,3 +570,106 @@ def test_a_client_that_sends_nothing_is_timed_out(tmp_path: Path) -> None:
         said = replies.read()
     assert status == 0
     assert said.splitlines()[-1] == b"421 4.4.2 h.test Error: timeout exceeded"
+
+
+# -- deadlines, not idle timers (RFC 5321 4.5.3.2.7), over pipes ----------------------------
+
+
+def _serve_pipes(
+    feed: Callable[[int], None], timeout: float, recorder: Recorder
+) -> tuple[float, bytes]:
+    """serve() on two pipes, ``feed(fd)`` writing its input from a thread; how long it took
+    and what it said."""
+    read, write = os.pipe()
+    out_read, out_write = os.pipe()
+    feeder = threading.Thread(target=feed, args=(write,), daemon=True)
+    feeder.start()
+    start = time.monotonic()
+    with os.fdopen(read, "rb") as stdin, os.fdopen(out_write, "wb") as stdout:
+        assert serve(stdin, stdout, host="h.test", submit=recorder, timeout=timeout) == 0
+    elapsed = time.monotonic() - start
+    feeder.join(TIMEOUT)
+    os.close(write)
+    with os.fdopen(out_read, "rb") as replies:
+        return elapsed, replies.read()
+
+
+def _trickle(first: bytes, then: bytes, seconds: float = 4.0) -> Callable[[int], None]:
+    def feed(fd: int) -> None:
+        os.write(fd, first)
+        stop = time.monotonic() + seconds
+        while time.monotonic() < stop:
+            time.sleep(0.05)
+            try:
+                os.write(fd, then)
+            except BrokenPipeError:
+                return
+
+    return feed
+
+
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [
+        (b"EHLO me\r\nNOOP ", b"x"),  # a command that never ends
+        (b"EHLO me\r\nMAIL FROM:<>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n", b"line\r\n"),
+        (b"EHLO me\r\nMAIL FROM:<>\r\nRCPT TO:<b@y.test>\r\nBDAT 100000\r\n", b"line\r\n"),
+    ],
+    ids=["command", "data", "bdat"],
+)
+def test_a_client_that_trickles_is_timed_out(first: bytes, then: bytes) -> None:
+    # Every read comes well within the timeout, yet the session ends at the deadline.
+    recorder = Recorder()
+    elapsed, said = _serve_pipes(_trickle(first, then), 0.5, recorder)
+    assert said.splitlines()[-1] == b"421 4.4.2 h.test Error: timeout exceeded"
+    assert elapsed < 2.5  # not the trickle's 4 s
+    assert recorder.submitted == []
+
+
+def test_content_that_keeps_coming_keeps_the_session() -> None:
+    # Each 64 KiB of content gives another timeout: 2 s of content with a 1 s timeout.
+    block = (b"y" * 998 + b"\r\n") * 66  # just over 64 KiB
+
+    def feed(fd: int) -> None:
+        os.write(fd, b"EHLO me\r\nMAIL FROM:<>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n")
+        for _ in range(5):
+            time.sleep(0.4)
+            os.write(fd, block)
+        os.write(fd, b".\r\nQUIT\r\n")
+
+    recorder = Recorder()
+    elapsed, said = _serve_pipes(feed, 1.0, recorder)
+    assert said.endswith(b"250 2.0.0 Ok: queued as Q1\r\n221 2.0.0 Bye\r\n")
+    assert elapsed > 1.0 and [content for _, content in recorder.submitted] == [block * 5]
+
+
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux
+
+
+@pytest.mark.parametrize("message", [False, True], ids=["commands", "message"])
+def test_a_client_that_never_reads_its_replies_is_left(message: bool) -> None:
+    # RFC 2920 lets a client pipeline; one that never reads must not hold serve() for ever.
+    read, write = os.pipe()
+    out_read, out_write = os.pipe()
+    fcntl.fcntl(out_write, F_SETPIPE_SZ, 4096)  # room for a few replies, not 100 EHLOs
+    session = b"EHLO c\r\n" * 100
+    if message:  # its 250 could never be read: it is not submitted
+        session += b"MAIL FROM:<>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nx\r\n.\r\n"
+    os.write(write, session)
+    recorder = Recorder()
+    status: list[int] = []
+
+    def run() -> None:
+        with os.fdopen(read, "rb") as stdin, os.fdopen(out_write, "wb") as stdout:
+            status.append(serve(stdin, stdout, host="h.test", submit=recorder, timeout=0.5))
+
+    thread = threading.Thread(target=run, daemon=True)
+    start = time.monotonic()
+    thread.start()
+    thread.join(5)
+    elapsed = time.monotonic() - start
+    os.close(out_read)  # unblocks a serve() stuck in write (EPIPE), so the thread ends
+    thread.join(TIMEOUT)
+    os.close(write)
+    assert elapsed < 2.5 and status == [0]
+    assert recorder.submitted == []

@@ -28,7 +28,7 @@ Sessions, as states (commands not listed for a state get the reply in
     MAIL --DATA (354)--> DATA --CRLF.CRLF--> VERDICT --accept/refuse--> READY
     MAIL | CHUNKING --BDAT n--> CHUNK --n octets--> CHUNKING    (--BDAT n LAST--> VERDICT)
     READY | MAIL | CHUNKING --RSET, HELO/EHLO--> READY
-    any --QUIT, too many errors, bare CR/LF, end of input--> CLOSED
+    any --QUIT, too many errors, bare CR/LF, malformed BDAT, end of input--> CLOSED
 """
 
 from __future__ import annotations
@@ -68,6 +68,9 @@ MAX_COMMAND_LINE = 2048
 MAX_TEXT_LINE = 1000
 # RFC 5321 4.5.3.1.8: at least 100 recipients must be taken; Postfix's smtpd_recipient_limit.
 DEFAULT_MAX_RECIPIENTS = 1000
+# Postfix's smtpd_recipient_overshoot_limit: a 452 for a recipient past the limit is not the
+# client's error (RFC 5321 4.5.3.1.10: it sends the rest later), until this many more.
+DEFAULT_RECIPIENT_OVERSHOOT = 1000
 # Postfix's smtpd_hard_error_limit and smtpd_junk_command_limit.
 DEFAULT_MAX_ERRORS = 20
 DEFAULT_MAX_JUNK = 100
@@ -144,6 +147,8 @@ class ServerConfig:
     max_recipients: int = DEFAULT_MAX_RECIPIENTS  #: then 452 4.5.3 per RCPT
     max_errors: int = DEFAULT_MAX_ERRORS  #: then 421 4.7.0 and the session ends
     max_junk_commands: int = DEFAULT_MAX_JUNK  #: NOOP, RSET... each one more counts as an error
+    #: 452s past max_recipients in one transaction that are not errors; each further one is
+    recipient_overshoot: int = DEFAULT_RECIPIENT_OVERSHOOT
 
     def __post_init__(self) -> None:
         validate_domain(self.host)
@@ -151,8 +156,11 @@ class ServerConfig:
             raise ParameterError("max_message_size must be positive")
         if self.max_recipients < 100:
             raise ParameterError("RFC 5321 4.5.3.1.8: max_recipients must be at least 100")
-        if self.max_errors < 1 or self.max_junk_commands < 0:
-            raise ParameterError("max_errors must be positive, max_junk_commands not negative")
+        if self.max_errors < 1 or self.max_junk_commands < 0 or self.recipient_overshoot < 0:
+            raise ParameterError(
+                "max_errors must be positive, max_junk_commands and recipient_overshoot not "
+                "negative"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +244,7 @@ class _Transaction:
         "failed",
         "lines",
         "options",
+        "overshoot",
         "recipients",
         "refusal",
         "sender",
@@ -247,6 +256,7 @@ class _Transaction:
         self.sender = sender
         self.options = options
         self.recipients: list[Recipient] = []
+        self.overshoot = 0  # RCPTs refused past the recipient limit
         self.started = False  # MessageStarted was sent
         self.chunked = False
         self.size = 0  # content octets passed on (or that would have been)
@@ -451,6 +461,9 @@ class ServerConnection:
             self._command(line[:-1])
 
     def _too_long(self, seen: bytes) -> None:
+        if _is_bdat(seen):
+            self._bad_bdat()
+            return
         # RFC 5321 4.5.3.1.10: "500 Line too long"; the rest of the line is skipped unread.
         self._send(_reply(500, "5.5.2", "Error: line too long"), error=True)
         if seen[-1:] != b"\n":
@@ -465,22 +478,35 @@ class ServerConnection:
         self._send(self._bare[kind])
         self._close(f"bare <{kind}> received")
 
+    def _bad_bdat(self) -> None:
+        # Without a size the chunk cannot be found: hang up (as Postfix does), or its octets
+        # would run as commands.
+        self._send(_BAD_BDAT)
+        self._close("malformed BDAT")
+
+    def _refuse_line(self, raw: bytes, reply: Reply) -> None:
+        """A command line that fails a check; one that may be a BDAT ends the session."""
+        if _is_bdat(raw):
+            self._bad_bdat()
+        else:
+            self._send(reply, error=True)
+
     def _command(self, raw: bytes) -> None:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            self._send(_reply(500, "5.5.2", "Error: bad UTF-8 syntax"), error=True)
+            self._refuse_line(raw, _reply(500, "5.5.2", "Error: bad UTF-8 syntax"))
             return
         if not text.isprintable():  # C0 controls, DEL, and what Address.parse would refuse
-            self._send(_reply(500, "5.5.2", "Error: bad syntax"), error=True)
+            self._refuse_line(raw, _reply(500, "5.5.2", "Error: bad syntax"))
             return
         word, _, argument = text.partition(" ")
         verb = _VERBS.get(word.upper())
         if verb is None:
             if word.upper() in _NOT_IMPLEMENTED:  # STARTTLS, AUTH: not for a local peer
                 self._send(_reply(502, "5.5.1", "Error: command not implemented"), error=True)
-            else:
-                self._send(_reply(500, "5.5.2", "Error: command not recognized"), error=True)
+            else:  # " BDAT 5", "BDAT,5": hung up on too
+                self._refuse_line(raw, _reply(500, "5.5.2", "Error: command not recognized"))
             return
         if verb in _JUNK:
             self._idle()
@@ -503,11 +529,12 @@ class ServerConnection:
         self._hello(_Verb.EHLO, argument)
 
     def _hello(self, verb: _Verb, argument: str) -> None:
-        if not argument or " " in argument.strip(" "):
+        name = argument.strip(" ")
+        if not name or " " in name:  # RFC 5321 4.1.1.1: one Domain or address-literal
             self._send(_reply(501, "5.5.4", f"Syntax: {verb.value} hostname"), error=True)
             return
         self._reset("new HELO/EHLO")  # RFC 5321 4.1.4: EHLO is also a RSET
-        self._client_name = argument.strip(" ")
+        self._client_name = name
         host = self.config.host
         if verb is _Verb.HELO:
             self._send(Reply(250, (host,)))
@@ -634,7 +661,9 @@ class ServerConnection:
             self._send(_reply(501, "5.1.3", "Bad recipient address syntax"), error=True)
             return
         if len(txn.recipients) >= self.config.max_recipients:
-            self._send(_reply(452, "4.5.3", "Error: too many recipients"), error=True)
+            txn.overshoot += 1
+            error = txn.overshoot > self.config.recipient_overshoot
+            self._send(_reply(452, "4.5.3", "Error: too many recipients"), error=error)
             return
         txn.recipients.append(Recipient(address))
         self._send(_reply(250, "2.1.5", "Ok"))
@@ -765,9 +794,7 @@ class ServerConnection:
             or len(words) > 2
             or (len(words) == 2 and words[1].upper() != "LAST")
         ):
-            # Without a size the chunk cannot be found: hang up (as Postfix does).
-            self._send(_reply(521, "5.5.4", "Syntax: BDAT count [LAST]"))
-            self._close("malformed BDAT")
+            self._bad_bdat()
             return
         self._chunk_size = self._chunk_left = int(size_text)
         self._chunk_last = len(words) == 2
@@ -828,6 +855,7 @@ class ServerConnection:
             self._state = ServerState.CHUNKING
 
 
+_BAD_BDAT = _reply(521, "5.5.4", "Syntax: BDAT count [LAST]")
 _NEED_SMTPUTF8 = _reply(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address")
 _TOO_BIG = _reply(552, "5.3.4", "Message size exceeds fixed limit")
 _LONG_LINE = _reply(554, "5.6.0", f"Error: message has a line over {MAX_TEXT_LINE} octets")
@@ -844,6 +872,13 @@ _HANDLERS: dict[_Verb, Callable[[ServerConnection, str], None]] = {
     _Verb.VRFY: ServerConnection._vrfy,
     _Verb.HELP: ServerConnection._help,
 }
+
+
+def _is_bdat(line: bytes) -> bool:
+    """Whether ``line`` may be meant as BDAT (RFC 3030 2): its first word, in any case, and
+    leading blanks allowed, as a lenient client or relay would read it."""
+    word = line.lstrip(b" \t")
+    return word[:4].upper() == b"BDAT" and not word[4:5].isalnum()
 
 
 def _echo(text: str) -> str:
@@ -876,8 +911,21 @@ def _path_and_params(argument: str, keyword: str) -> tuple[str, list[str]] | Non
     path, params = rest[1:index], rest[index + 1 :]
     if params and params[0] != " ":
         return None
-    if path.startswith("@"):  # RFC 5321 4.1.2 A-d-l: a source route, ignored (3.6.1)
-        _, colon, path = path.partition(":")
-        if not colon:
+    if path.startswith("@"):
+        # RFC 5321 4.1.2: Path = "<" [ A-d-l ":" ] Mailbox ">", A-d-l = At-domain *( ","
+        # At-domain ): checked, then ignored (4.1.1.2, C); a Mailbox must follow it.
+        route, colon, path = path.partition(":")
+        if not colon or not path or not all(map(_at_domain, route.split(","))):
             return None
     return path, [p for p in params.split(" ") if p]
+
+
+def _at_domain(text: str) -> bool:
+    """``@domain`` (RFC 5321 4.1.2 At-domain; a Domain, not an address literal)."""
+    if text[:1] != "@" or text[1:2] == "[":
+        return False
+    try:
+        validate_domain(text[1:])
+    except AddressError:
+        return False
+    return True
