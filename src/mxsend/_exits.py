@@ -16,4 +16,5 @@ class Exit(enum.IntEnum):
     SOFTWARE = 70  #: internal error
     CANTCREAT = 73  #: a file or directory (the queue) cannot be created or used
     TEMPFAIL = 75  #: some recipient deferred: try again later
+    NOPERM = 77  #: not allowed (an envelope sender this user may not use)
     CONFIG = 78  #: bad configuration

@@ -53,6 +53,7 @@ def server(tmp_path: Path) -> Iterator[tuple[Path, str, subprocess.Popen[str]]]:
 _AS_NOBODY = """
 import os, sys
 import mxsend.cli._submit, mxsend.cli.send, mxsend.message, mxsend.protocol, mxsend.queue
+import mxsend.cli._bs, mxsend.cli._common, mxsend.config, mxsend.dkim, select
 import email.parser, email.policy, email.utils, email.headerregistry, tempfile
 from mxsend.cli.sendmail import main
 os.setgroups([])
@@ -254,3 +255,21 @@ def test_the_daemon_takes_a_user_s_message_on_its_socket_and_delivers_it(
             daemon.stderr.close()
         sink.stop()
         shutil.rmtree(public, ignore_errors=True)
+
+
+def test_bs_from_a_user_goes_through_the_socket(
+    server: tuple[Path, str, subprocess.Popen[str]], home: Path
+) -> None:
+    queue, path, _ = server
+    session = (
+        b"EHLO me\r\nMAIL FROM:<boss@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n"
+        b"Subject: s\r\n\r\nx\r\n.\r\nMAIL FROM:<>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n"
+        b"Subject: t\r\n\r\ny\r\n.\r\nQUIT\r\n"
+    )
+    done = as_nobody(path, home, "-bs", stdin=session)
+    assert done.returncode == 0, done.stderr
+    replies = done.stdout.decode()
+    assert "5.7.1" in replies and "may not send as <boss@x.test>" in replies  # the rules hold
+    assert replies.count("Ok: queued as") == 1
+    [(entry, _)] = entries(queue)
+    assert entry["uid"] == NOBODY and entry["sender"] == ""

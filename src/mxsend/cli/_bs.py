@@ -65,7 +65,7 @@ CONTENT_STEP = 65536
 _CONTENT = frozenset({ServerState.DATA, ServerState.CHUNK})
 _MAX_REASON = 200  # a reply line stays well under RFC 5321 4.5.3.1.5's 512 octets
 # Statuses that mean the message itself will never do: a permanent refusal.
-_PERMANENT = {Exit.DATAERR: "5.6.0", Exit.USAGE: "5.5.4"}
+_PERMANENT = {Exit.DATAERR: "5.6.0", Exit.USAGE: "5.5.4", Exit.NOPERM: "5.7.1"}
 
 
 @dataclass(frozen=True)

@@ -209,19 +209,16 @@ def smtp_session(args: SendmailArgs) -> int:
     """``-bs``: SMTP on standard input and output (:mod:`mxsend.cli._bs`); each message
     accepted is queued by the full path before its 250, and delivery starts once at the end
     as ``args.delivery`` says."""
+    from mxsend._exits import Exit
     from mxsend.cli._bs import Submission, serve
     from mxsend.cli._common import UserError
-    from mxsend.cli._submit import signing
 
     settings = configured(args)
     host = settings.hostname or host_name()
     own = own_address(settings.rewrite.domain or host)
+    via = _submission_socket(args)
     root = args.queue_dir or _drop.queue_dir(os.environ)
-    queued: list[str] = []
-    try:
-        sign = signing(args.config) if settings.signs else None
-    except UserError as exc:
-        raise Refusal(int(exc.status), str(exc)) from None
+    queued: list[str] = []  #: the ids queued here (not by the daemon, which delivers its own)
 
     def submit(message: Submission) -> str:
         each = SendmailArgs()
@@ -230,10 +227,15 @@ def smtp_session(args: SendmailArgs) -> int:
         each.dot_ends = False  # SMTP's own dot has ended it already
         each.smtputf8 = message.smtputf8
         each.queue_dir = root
-        queue_id = _submit_full(
-            each, message.content, host=host, own=own, rewrite=settings.rewrite, sign=sign
-        )
-        queued.append(queue_id)
+        each.config = args.config
+        try:
+            queue_id, by_daemon = _full(
+                each, message.content, host=host, own=own, via=via, settings=settings
+            )
+        except Refusal as exc:  # as serve() takes it: its status says 4xx or 5xx
+            raise UserError(Exit(exc.status), str(exc)) from None
+        if not by_daemon:
+            queued.append(queue_id)
         return queue_id
 
     if sys.stdin is None or sys.stdout is None:
