@@ -35,8 +35,9 @@ Key files (:meth:`DkimKey.load`):
 - ed25519-sha256: the base64 of the 32-octet seed (RFC 8032 5.1.5), as dkimpy's dknewkey
   writes and :func:`keygen` writes; the base64 of seed and public key (64 octets, libsodium's
   form) and a PKCS#8 PEM (``openssl genpkey -algorithm ed25519``) are read too.
-- A key file must be a regular file and not readable or writable by others (as OpenDKIM's
-  RequireSafeKeys); anything else is a :class:`DkimKeyError` naming the file and why.
+- A key file must be a regular file, not readable or writable by others nor writable by its
+  group (as OpenDKIM's RequireSafeKeys; group-readable is fine); anything else is a
+  :class:`DkimKeyError` naming the file and why.
 
 Errors (all :class:`~mxsend.protocol.MxsendError`)::
 
@@ -262,6 +263,25 @@ class DkimKey:
             raise DkimKeyError(f"DKIM key {name}: {exc}") from None
 
     @classmethod
+    def check_file(
+        cls, path: str | os.PathLike[str], *, domain: str, selector: str, algorithm: str
+    ) -> None:
+        """What :meth:`load` checks, short of dkimpy's parse of an RSA key (its size):
+        dkimpy imports the network modules, and every command reads the config file that
+        names keys. Raises :class:`DkimKeyError` as :meth:`load` does."""
+        name = os.fspath(path)
+        try:
+            chosen = _algorithm(algorithm)
+            check_names(domain, selector)
+            data = _read_key_file(name)
+            if chosen == "rsa-sha256":
+                _rsa_form(data)
+            else:
+                _ed25519_seed(data)
+        except (DkimParameterError, DkimKeyError) as exc:
+            raise DkimKeyError(f"DKIM key {name}: {exc}") from None
+
+    @classmethod
     def from_bytes(cls, data: bytes, *, domain: str, selector: str, algorithm: str) -> DkimKey:
         """The key in ``data`` (a key file's content), checked as :meth:`load` does."""
         chosen = _algorithm(algorithm)
@@ -315,7 +335,8 @@ class DkimKey:
 
 
 def _read_key_file(path: str) -> bytes:
-    """The content of a key file: a regular file no other user can read or write."""
+    """The content of a key file: a regular file no other user can read or write, and its
+    group cannot write."""
     try:
         # O_NONBLOCK: a FIFO put where a key should be fails below instead of hanging.
         fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -330,6 +351,9 @@ def _read_key_file(path: str) -> bytes:
         if mode & 0o007:
             mode = stat.S_IMODE(mode)
             raise DkimKeyError(f"is open to other users (mode {mode:04o}): chmod o-rwx it")
+        if mode & 0o020:  # whoever can write it can sign as the domain
+            mode = stat.S_IMODE(mode)
+            raise DkimKeyError(f"is writable by its group (mode {mode:04o}): chmod g-w it")
         data = b""
         while len(data) <= MAX_KEY_FILE_OCTETS and (more := os.read(fd, MAX_KEY_FILE_OCTETS)):
             data += more
@@ -364,8 +388,9 @@ def _pem(data: bytes) -> tuple[str, bytes] | None:
         raise DkimKeyError(f"has a {label} PEM block that is not base64") from None
 
 
-def _rsa_pem(data: bytes) -> bytes:
-    """An RSA private key in PEM, as dkimpy reads it (PKCS#1 or PKCS#8, LF line ends)."""
+def _rsa_form(data: bytes) -> tuple[str, bytes]:
+    """The label and DER of an RSA private key's PEM block, its form checked (not its
+    content: that needs dkimpy)."""
     found = _pem(data)
     if found is None:
         hint = " (it looks like an ed25519 key)" if _looks_like_seed(data) else ""
@@ -375,6 +400,12 @@ def _rsa_pem(data: bytes) -> bytes:
         raise DkimKeyError("holds an ed25519 key, not an RSA key for rsa-sha256")
     if label not in ("RSA PRIVATE KEY", "PRIVATE KEY"):
         raise DkimKeyError(f"holds a {label}, not an RSA private key for rsa-sha256")
+    return label, der
+
+
+def _rsa_pem(data: bytes) -> bytes:
+    """An RSA private key in PEM, as dkimpy reads it (PKCS#1 or PKCS#8, LF line ends)."""
+    label, der = _rsa_form(data)
     encoded = base64.encodebytes(der)  # lines of 76 and LF, which dkimpy's parser wants
     pem = b"-----BEGIN %s-----\n%s-----END %s-----\n" % (label.encode(), encoded, label.encode())
     dkim = _dkimpy()

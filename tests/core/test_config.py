@@ -3,9 +3,12 @@ the shown form that reads back, and the values the rest of mxsend reads."""
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +29,7 @@ from mxsend.config import (
     key_lines,
     load_config,
 )
+from mxsend.dkim import keygen
 from mxsend.routing import TLSPolicy
 from mxsend.routing._table import Auth, DomainRoute, Rate, Relay, RouteTable
 
@@ -37,6 +41,21 @@ def write(folder: Path, text: str, name: str = "mxsend.toml") -> Path:
     path.write_text(text)
     path.chmod(0o644)
     return path
+
+
+@functools.cache
+def key_pem() -> bytes:
+    """A real RSA key, made once: the checks load DKIM keys as signing does."""
+    with tempfile.TemporaryDirectory() as folder:
+        keygen("a.example", "s", "rsa", Path(folder) / "k")
+        return (Path(folder) / "k").read_bytes()
+
+
+def secret_files(folder: Path, *, password: bytes = b"secret\n") -> None:
+    """What the cases name: a password file ``pw`` and a DKIM key ``key.pem``, mode 0600."""
+    for name, data in (("pw", password), ("key.pem", key_pem())):
+        (folder / name).write_bytes(data)
+        (folder / name).chmod(0o600)
 
 
 def problems(folder: Path, text: str) -> list[tuple[int | None, str]]:
@@ -158,7 +177,7 @@ UNKNOWN = [
         'routes."*".auth.pasword: unknown key',
     ),
     (
-        '[[dkim."a.example"]]\nselector = "s"\nkey_file = "pw"\nalgo = "rsa"\n',
+        '[[dkim."a.example"]]\nselector = "s"\nkey_file = "key.pem"\nalgo = "rsa"\n',
         4,
         'dkim."a.example"[0].algo: unknown key',
     ),
@@ -168,7 +187,7 @@ UNKNOWN = [
 
 @pytest.mark.parametrize(("text", "line", "message"), UNKNOWN)
 def test_unknown_keys_at_every_level(tmp_path: Path, text: str, line: int, message: str) -> None:
-    (tmp_path / "pw").write_text("secret\n")
+    secret_files(tmp_path)
     found_line, found = one_problem(tmp_path, text)
     assert (found_line, found[: len(message)]) == (line, message), found
 
@@ -306,18 +325,18 @@ BAD_VALUES = [
         '[[dkim."a.example"]]\nselector = "s1"\nkey_file = "missing.pem" #<',
         'dkim."a.example"[0].key_file: cannot read ',
     ),
-    ('[[dkim."a.example"]] #<\nkey_file = "pw"', 'dkim."a.example"[0]: missing selector'),
+    ('[[dkim."a.example"]] #<\nkey_file = "key.pem"', 'dkim."a.example"[0]: missing selector'),
     (
-        '[[dkim."a.example"]]\nselector = "s1"\nkey_file = "pw"\nalgorithm = "dsa" #<',
+        '[[dkim."a.example"]]\nselector = "s1"\nkey_file = "key.pem"\nalgorithm = "dsa" #<',
         "dkim.\"a.example\"[0].algorithm: expected one of 'rsa', 'ed25519', got 'dsa'",
     ),
     (
-        '[dkim."a.example"]\nselector = "s_1" #<\nkey_file = "pw"',
+        '[dkim."a.example"]\nselector = "s_1" #<\nkey_file = "key.pem"',
         'dkim."a.example".selector: expected a domain name',
     ),
     (
-        '[[dkim."a.example"]] #<\nselector = "s1"\nkey_file = "pw"\n'
-        '[[dkim."a.example"]]\nselector = "s1"\nkey_file = "pw"',
+        '[[dkim."a.example"]] #<\nselector = "s1"\nkey_file = "key.pem"\n'
+        '[[dkim."a.example"]]\nselector = "s1"\nkey_file = "key.pem"',
         "dkim.\"a.example\": selector 's1' given twice",
     ),
     ('cafile = "nothing.pem" #<', "cafile: cannot read "),
@@ -328,13 +347,68 @@ BAD_VALUES = [
 def test_every_bad_value_is_one_problem_on_its_line(
     tmp_path: Path, text: str, message: str
 ) -> None:
-    (tmp_path / "pw").write_text("secret\n")
+    secret_files(tmp_path)
     # Comment lines first, so that a wrong line number cannot pass by being line 1.
     document = "# a\n# b\n" + text + "\n"
     [marked] = [n for n, row in enumerate(document.splitlines(), 1) if row.endswith("#<")]
     line, found = one_problem(tmp_path, document)
     assert found.startswith(message), found
     assert line == marked, (line, document)
+
+
+def test_secret_files_are_checked_as_send_would(tmp_path: Path) -> None:
+    # A password file or a DKIM key that delivery would refuse is a problem on its line.
+    secret_files(tmp_path)
+    (tmp_path / "bad.pem").write_bytes(b"x\n")
+    (tmp_path / "bad.pem").chmod(0o600)
+    os.mkfifo(tmp_path / "fifo", 0o600)
+    route = '# a\n[routes."*"]\nvia = "r.example"\n'
+    route += 'auth = {{ username = "u", password_file = "{}" }}\n'
+    dkim = '# a\n[[dkim."a.example"]]\nselector = "s"\n{}key_file = "{}"\n'
+    cases = [
+        (route.format("pw"), 0o644, 4, "pw is open to other users (mode 0644): chmod o-rwx it"),
+        (route.format("pw"), 0o660, 4, "pw is writable by its group (mode 0660): chmod g-w it"),
+        (route.format("fifo"), None, 4, "fifo: not a regular file"),
+        (dkim.format("", "key.pem"), 0o644, 4, "is open to other users (mode 0644)"),
+        (dkim.format("", "key.pem"), 0o620, 4, "is writable by its group (mode 0620)"),
+        (dkim.format("", "bad.pem"), None, 4, "bad.pem: is not a PEM private key"),
+        (dkim.format('algorithm = "ed25519"\n', "key.pem"), None, 5, "holds an RSA key"),
+    ]
+    for text, mode, line, why in cases:
+        for name in ("pw", "key.pem"):
+            (tmp_path / name).chmod(0o600 if mode is None else mode)
+        found_line, found = one_problem(tmp_path, text)
+        assert (found_line, why in found) == (line, True), (found, text)
+    for name in ("pw", "key.pem"):
+        (tmp_path / name).chmod(0o640)  # group-readable is fine
+    config = load_config(write(tmp_path, route.format("pw") + dkim.format("", "key.pem")))
+    assert config.dkim["a.example"][0].key_file == str(tmp_path / "key.pem")
+
+
+def test_a_program_is_kept_as_found_when_the_file_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "token").write_text("#!/bin/sh\necho t\n")
+    (folder / "token").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ.get('PATH', '')}")
+    text = '[routes."*"]\nvia = "r.example"\n'
+    text += 'auth = { username = "u", password_command = "token -x" }\n'
+    auth = load_config(write(tmp_path, text)).routes["*"].auth
+    assert auth is not None and auth.password_command == (str(folder / "token"), "-x")
+
+
+def test_deep_nesting_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    deep = "a = " + "[" * 5000 + "]" * 5000
+    assert one_problem(tmp_path, f"# x\nhostname = 'h.example'\n{deep}\n") == (
+        3, "nested more than 32 levels deep"
+    )  # fmt: skip
+    # Brackets in strings and comments are not nesting.
+    text = f"# {'[' * 50}\nhostname = \"{'[' * 50}\"\nsender = '''\n{'{' * 50}'''\n"
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert "nested" not in str(caught.value)
 
 
 def test_every_problem_is_reported_at_once_in_line_order(tmp_path: Path) -> None:
@@ -426,9 +500,11 @@ def example(tmp_path: Path) -> Path:
     program.chmod(0o755)
     text = text.replace("/usr/local/bin/oauth2-token", str(program))
     (tmp_path / "dkim").mkdir()
-    for name in ("private-ca.pem", "relay.password", "dkim/example.com.mail2024.pem",
-                 "dkim/example.com.ed2024.pem"):  # fmt: skip
-        (tmp_path / name).write_text("x\n")
+    (tmp_path / "private-ca.pem").write_text("x\n")
+    secret_files(tmp_path)
+    (tmp_path / "pw").rename(tmp_path / "relay.password")
+    (tmp_path / "key.pem").rename(tmp_path / "dkim/example.com.mail2024.pem")
+    keygen("example.com", "ed2024", "ed25519", tmp_path / "dkim/example.com.ed2024.pem")
     return write(tmp_path, text)
 
 
@@ -437,7 +513,9 @@ def test_the_example_loads_and_says_everything(example: Path, tmp_path: Path) ->
     assert config.hostname == "mail.example.com" and config.sender == "bounces@example.com"
     assert config.domain == "example.com" and config.queue_dir == "/var/spool/mxsend"
     assert config.dns == ("127.0.0.1", 53) and config.mx_port == 25
-    assert config.tls is TLSPolicy.MAY and config.cafile == str(tmp_path / "private-ca.pem")
+    # tls is shown commented out: a global "may" read as lowering AUTH relays (it does not).
+    assert config.tls is None and config.cafile == str(tmp_path / "private-ca.pem")
+    assert '\n# tls = "may" ' in EXAMPLE.read_text()
     assert config.chunking is True and config.allow_cleartext_auth is False
     assert config.retry.first == 300 and config.retry.lifetime == 5 * 86400
     assert config.retry.delay_warning == 4 * 3600
@@ -470,8 +548,8 @@ def test_the_example_loads_and_says_everything(example: Path, tmp_path: Path) ->
         )
     }
     # Every key the schema knows is in the example, with what it means.
-    raw = tomllib.loads(EXAMPLE.read_text())
-    assert set(raw) == set(SCHEMA[""]) == set(as_table(config))
+    raw = tomllib.loads(EXAMPLE.read_text().replace('\n# tls = "may" ', '\ntls = "may" '))
+    assert set(raw) == set(SCHEMA[""]) == set(as_table(config)) | {"tls"}
     for section in ("retry", "timeouts", "daemon", "sendmail", "submit"):
         assert set(raw[section]) == set(SCHEMA[section]), section
     routes = raw["routes"].values()
@@ -515,9 +593,9 @@ def test_redacted_hides_command_arguments_and_passwords(example: Path) -> None:
 def test_relative_and_home_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir()
-    (tmp_path / "home" / "pw").write_text("x\n")
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "key.pem").write_text("x\n")
+    secret_files(tmp_path / "sub")
+    (tmp_path / "sub" / "pw").rename(tmp_path / "home" / "pw")
     text = (
         "queue_dir = 'spool'\n"
         "[routes.'*']\nvia = 'r.example'\nauth = { username = 'u', password_file = '~/pw' }\n"
@@ -531,7 +609,7 @@ def test_relative_and_home_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_small_forms(tmp_path: Path) -> None:
-    (tmp_path / "pw").write_text("x\n")
+    secret_files(tmp_path)
     text = (
         "dns = '[::1]:5353'\n"
         "[retry]\ndelay_warning = 'off'\n"
@@ -539,7 +617,7 @@ def test_small_forms(tmp_path: Path) -> None:
         "[routes.'Ä.example']\nvia = 'MX'\ntls = 'VERIFY'\n"
         "[routes.'.sub.example']\nvia = '[192.0.2.1]'\nrate = '10/30s'\n"
         "auth = { username = 'u', password_command = 'cat pw', mechanism = 'oauthbearer' }\n"
-        "[dkim.'d.example']\nselector = 'a.b'\nkey_file = 'pw'\n"
+        "[dkim.'d.example']\nselector = 'a.b'\nkey_file = 'key.pem'\n"
     )
     config = load_config(write(tmp_path, text))
     assert config.dns == ("::1", 5353) and config.retry.delay_warning == 0.0
@@ -547,8 +625,10 @@ def test_small_forms(tmp_path: Path) -> None:
     assert config.routes["xn--4ca.example"] == DomainRoute(tls=TLSPolicy.VERIFY)
     sub = config.routes[".sub.example"]
     assert sub.relay == Relay("192.0.2.1", 587) and sub.rate == Rate(10, 30.0)
-    assert sub.auth == Auth("u", "OAUTHBEARER", password_command=("cat", "pw"))
-    assert config.dkim["d.example"] == (DkimKeyConfig("a.b", str(tmp_path / "pw")),)
+    # The program as found now, not looked up in PATH again when it runs.
+    cat = os.path.abspath(shutil.which("cat") or "cat")
+    assert sub.auth == Auth("u", "OAUTHBEARER", password_command=(cat, "pw"))
+    assert config.dkim["d.example"] == (DkimKeyConfig("a.b", str(tmp_path / "key.pem")),)
     same = "[routes.'a.example']\nvia = 'mx'\n[routes.'A.example']\nvia = 'mx'\n"
     assert one_problem(tmp_path, same)[1].startswith('routes."A.example": a second route')
 

@@ -109,6 +109,41 @@ def test_check_names_every_bad_line_and_exits_78(
     assert run_config(["check", "--config", str(good)], capsys) == (0, f"{good}: ok\n", "")
 
 
+def test_check_refuses_what_send_refuses(tmp_path: Path, message: Path) -> None:
+    # A DKIM key open to others: check said ok, then send exited 78. Now both say why, on
+    # the key's line; so for a password file, and a file nested past reason (it crashed).
+    from mxsend.dkim import keygen
+
+    key = tmp_path / "s1.pem"
+    keygen("client.test", "s1", "ed25519", key)
+    key.chmod(0o644)
+    password = tmp_path / "pw"
+    password.write_text("secret\n")
+    password.chmod(0o666)
+    path = write_config(tmp_path, (
+        'hostname = "client.test"\n[[dkim."client.test"]]\nselector = "s1"\n'
+        f'algorithm = "ed25519"\nkey_file = "{key}"\n'
+        '[routes."*"]\nvia = "[127.0.0.1]:9"\n'
+        f'auth = {{ username = "u", password_file = "{password}" }}\n'
+    ))  # fmt: skip
+    want = [f"{path}:5: dkim.\"client.test\"[0].key_file: DKIM key {key}: is open to other "
+            "users (mode 0644): chmod o-rwx it",
+            f"{path}:8: routes.\"*\".auth.password_file: {password} is open to other users "
+            "(mode 0666): chmod o-rwx it"]  # fmt: skip
+    check = mxsend("config", "check", "--config", str(path))
+    assert (check.returncode, lines(check.stderr)) == (78, want)
+    sent = mxsend("send", "--config", str(path), "--to", "b@beta.test", str(message))
+    assert (sent.returncode, lines(sent.stderr)) == (78, [f"mxsend: {x}" for x in want])
+    key.chmod(0o640)
+    password.chmod(0o600)
+    assert mxsend("config", "check", "--config", str(path)).returncode == 0
+    deep = write_config(tmp_path, "# x\na = " + "[" * 3000 + "]" * 3000 + "\n", "deep.toml")
+    check = mxsend("config", "check", "--config", str(deep))
+    assert (check.returncode, lines(check.stderr)) == (
+        78, [f"{deep}:2: nested more than 32 levels deep"]
+    )  # fmt: skip
+
+
 def test_check_without_a_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -455,7 +490,8 @@ def test_a_failing_password_command_defers(
     assert done.returncode == 75, done.stdout + done.stderr
     [carol] = json.loads(done.stdout)["recipients"]
     assert (carol["code"], carol["enhanced"], carol["failure"]) == (451, "4.7.0", "auth")
-    assert "exited with status 1: no token today" in carol["reply"]
+    assert "exited with status 1" in carol["reply"]
+    assert "no token today" not in carol["reply"]  # its stderr may hold a secret: never shown
     assert relay.server.envelopes == [] and relay.server.tokens == []
 
 
@@ -464,6 +500,7 @@ def test_queue_from_the_file_then_run_through_its_routes(
 ) -> None:
     password = tmp_path / "relay.password"
     password.write_text("secret\n")
+    password.chmod(0o600)
     spool = tmp_path / "spool"
     path = write_config(tmp_path, world_keys(world, relay) + (
         f'queue_dir = "{spool}"\nsender = "bounces@client.test"\ndomain = "beta.test"\n'
@@ -582,7 +619,7 @@ class SharedRouteState(TestCase):
         assert await run_command(reactor, (python, "-c", crlf)) == "a b"
         cases = [
             ((python, "-c", "import sys; sys.stderr.write('boom\\n'); sys.exit(3)"),
-             "exited with status 3: boom"),
+             "exited with status 3 (its 5 bytes of error output are not shown)"),
             ((python, "-c", "pass"), "printed nothing"),
             ((python, "-c", "print('a'); print('b')"), "printed more than one line"),
             ((python, "-c", "import time; time.sleep(30)"), "still running after 0.5s, killed"),
@@ -610,6 +647,7 @@ class SharedRouteState(TestCase):
         renewed = await state.mechanism(command)
         assert b"auth=Bearer fresh-token" in (renewed.initial_response() or b"")
         (folder / "pw").write_text("secret\nignored\n")
+        (folder / "pw").chmod(0o600)
         from_file = Auth("me", "LOGIN", password_file=str(folder / "pw"))
         login = await state.mechanism(from_file)
         assert [login.respond(b"Username:"), login.respond(b"Password:")] == [b"me", b"secret"]

@@ -302,7 +302,9 @@ def routing_options(parser: argparse.ArgumentParser) -> None:
         choices=["none", "may", "encrypt", "verify"],
         help=key_help(
             "tls", "TLS policy where a route sets none (default: may for MX hosts, verify "
-            "for a relay)"
+            "for a relay); given here, also the least every route gets: a route's weaker "
+            "tls is raised to it. AUTH is verified unless its route's own tls (for "
+            "--smarthost, this option given here) says otherwise"
         ),
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")

@@ -92,7 +92,7 @@ async def _plan(
     deliverer: Deliverer, options: DeliveryOptions, domain: str
 ) -> tuple[dict[str, Any], Exit]:
     """One destination's entry: its configured route, hosts and TLS, or why it has none."""
-    from mxsend.routing import RouteError, TLSPolicy
+    from mxsend.routing import RouteError
 
     entry: dict[str, Any] = {"domain": domain or None}
     configured = deliverer.configured(domain)
@@ -108,8 +108,7 @@ async def _plan(
     except RouteError as failure:
         tls = options.tls_policy
         if configured is not None:  # as Deliverer.route would have chosen it
-            relay_default = TLSPolicy.VERIFY if configured.relay else TLSPolicy.MAY
-            tls = configured.tls or options.tls.policy or relay_default
+            tls = deliverer.configured_tls(configured)
         entry["tls"] = tls.value
         entry["error"] = {"code": failure.reply.code, "enhanced": str(failure.reply.enhanced),
                           "reply": failure.reply.text}  # fmt: skip

@@ -11,7 +11,7 @@ import json
 import os
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from mxsend._exits import Exit
@@ -289,11 +289,19 @@ def _dkim_signed(
 
 
 def delivery_routes(args: argparse.Namespace) -> RouteTable | None:
-    """The config file's routes; a ``--smarthost`` replaces its ``*`` route."""
+    """The config file's routes; a ``--smarthost`` replaces its ``*`` route. ``--tls`` (or
+    the file's ``tls``) is the policy of routes that set none but AUTH's; given on the
+    command line it is also a floor: no route goes below it."""
+    from mxsend.routing import TLSPolicy
+
     table = apply_config(args).route_table()
     if table is not None and getattr(args, "smarthost", None):
         table = table.without_default()
-    return table if table is not None and table.routes else None
+    if table is None or not table.routes:
+        return None
+    policy = TLSPolicy(args.tls) if getattr(args, "tls", None) else None
+    floor = policy if "tls" in args.given else None
+    return replace(table, default_tls=policy, tls_floor=floor)
 
 
 def delivery_options(args: argparse.Namespace) -> DeliveryOptions:
@@ -314,6 +322,11 @@ def delivery_options(args: argparse.Namespace) -> DeliveryOptions:
         smarthost = Smarthost(host, port, mechanism)
     elif args.auth_user:
         raise UserError(Exit.USAGE, "--auth-user needs --smarthost")
+    policy = TLSPolicy(args.tls) if args.tls else None
+    if smarthost is not None and smarthost.mechanism is not None and "tls" not in args.given:
+        # AUTH to the smarthost: verify (SECURITY.md 3), never the file's global policy.
+        # The file's routes still get that from delivery_routes().
+        policy = None
     if args.cafile and not os.access(args.cafile, os.R_OK):
         raise UserError(Exit.CONFIG, f"cannot read --cafile {args.cafile}")
     trace = None
@@ -325,7 +338,7 @@ def delivery_options(args: argparse.Namespace) -> DeliveryOptions:
     return DeliveryOptions(
         _helo_name(args),
         mx_port=args.mx_port,
-        tls=TLSOptions(TLSPolicy(args.tls) if args.tls else None, args.cafile),
+        tls=TLSOptions(policy, args.cafile),
         smarthost=smarthost,
         allow_cleartext_auth=args.allow_cleartext_auth,
         chunking=not args.no_chunking,

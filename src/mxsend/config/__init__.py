@@ -15,7 +15,7 @@ on the command line win over the file, and the file over the built-in defaults.
     log_format = "text"                # or "json"                    (--log-format)
     dns = "127.0.0.1:53"               #                              (--dns)
     mx_port = 25                       #                              (--mx-port)
-    tls = "may"                        # routes that set none         (--tls)
+    tls = "may"                        # routes that set none, no AUTH (--tls)
     cafile = "/etc/ssl/extra-ca.pem"   #                              (--cafile)
     chunking = true                    #                              (--no-chunking)
     allow_cleartext_auth = false       #                              (--allow-cleartext-auth)

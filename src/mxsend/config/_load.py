@@ -35,6 +35,8 @@ __all__ = [
 SYSTEM_CONFIG = Path("/etc/mxsend/mxsend.toml")
 #: A config file is a few KiB; anything past this is a mistake.
 MAX_CONFIG_BYTES = 1024 * 1024
+#: Arrays and inline tables nest a few levels; past this is a mistake (or an attack).
+MAX_DEPTH = 32
 
 
 class Problem(NamedTuple):
@@ -108,10 +110,15 @@ def load_config(path: str | os.PathLike[str] | None, *, euid: int | None = None)
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError([Problem(name, line, "not UTF-8 text")]) from None
+    deep = _too_deep(text)
+    if deep is not None:  # tomllib and the line finder recurse per level: RecursionError
+        raise ConfigError([Problem(name, deep, f"nested more than {MAX_DEPTH} levels deep")])
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_syntax_problem(name, str(exc))]) from None
+    except RecursionError:  # _too_deep is a heuristic: never a crash
+        raise ConfigError([Problem(name, None, "nested too deeply")]) from None
     checker = ConfigChecker(name, key_lines(text), Path(name).parent)
     config = checker.config(data)
     if checker.problems:
@@ -150,6 +157,26 @@ def _read(name: str, euid: int) -> bytes:
 
 
 _AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+# What the depth scan steps over: strings (all four kinds) and comments, then brackets.
+_DEPTH_TOKENS = re.compile(
+    r'"""(?:[^\\]|\\.)*?"""|\'\'\'.*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*|[\[\]{}]',
+    re.DOTALL,
+)
+
+
+def _too_deep(text: str) -> int | None:
+    """The line where arrays and inline tables first nest past :data:`MAX_DEPTH`, or None.
+    Table headers (``[[a]]``) close on their line, so they count for little."""
+    depth = 0
+    for token in _DEPTH_TOKENS.finditer(text):
+        char = token.group()
+        if char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return text.count("\n", 0, token.start()) + 1
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return None
 
 
 def _syntax_problem(name: str, message: str) -> Problem:

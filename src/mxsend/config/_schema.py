@@ -116,7 +116,8 @@ class Config:
     setting unset). Top-level keys mirror the file's: ``hostname`` (the EHLO name and
     Reporting-MTA), ``sender`` (default envelope sender), ``domain`` (for bare local names),
     ``queue_dir``, ``log_format``, ``dns`` (host, port), ``mx_port``, ``tls`` (the policy of
-    destinations whose route sets none), ``cafile``, ``chunking``, ``allow_cleartext_auth``.
+    destinations whose route sets none; never of a route with AUTH, which is verified),
+    ``cafile``, ``chunking``, ``allow_cleartext_auth``.
     ``routes`` and ``dkim`` are keyed by lower-case domain."""
 
     path: str | None = None

@@ -26,7 +26,14 @@ from mxsend.config._schema import (
 )
 from mxsend.options import STAGES
 from mxsend.queue._schedule import RetryPolicy, parse_duration
-from mxsend.routing._table import AUTH_MECHANISMS, Auth, DomainRoute, Rate, Relay
+from mxsend.routing._table import (
+    AUTH_MECHANISMS,
+    Auth,
+    DomainRoute,
+    Rate,
+    Relay,
+    secret_file_problem,
+)
 
 __all__ = ["SCHEMA", "ConfigChecker"]
 
@@ -261,7 +268,7 @@ class ConfigChecker(Checker):
             self.error(
                 path, "give password_file or password_command" + (", not both" if sources else "")
             )
-        password_file = self.each(path, table, "password_file", self.readable)
+        password_file = self.each(path, table, "password_file", self.secret_file)
         command = self.each(path, table, "password_command", self.command)
         if username is None or len(sources) != 1 or (password_file or command) is None:
             return None
@@ -269,9 +276,24 @@ class ConfigChecker(Checker):
             return None
         return Auth(username, mechanism or "PLAIN", password_file, command)
 
+    def secret_file(self, path: KeyPath, value: object) -> str | None:
+        """A readable file only its owner (and its group, reading) may touch."""
+        where = self.readable(path, value)
+        if where is None:
+            return None
+        try:
+            problem = secret_file_problem(os.stat(where).st_mode)
+        except OSError as exc:
+            problem = f"cannot be read: {exc.strerror}"
+        if problem is not None:
+            self.error(path, f"{where} {problem}")
+            return None
+        return where
+
     def command(self, path: KeyPath, value: object) -> tuple[str, ...] | None:
         """A program and its arguments: an array of strings, or one string split as a
-        shell would split words (but run with no shell)."""
+        shell would split words (but run with no shell). The program is kept as the
+        absolute path found now, so that PATH at run time cannot change it."""
         what = 'a command: ["program", "arg", ...] or "program arg ..."'
         argv: list[str] | None = None
         if isinstance(value, str):
@@ -288,10 +310,11 @@ class ConfigChecker(Checker):
         program = os.path.expanduser(argv[0])
         if "/" in program and not os.path.isabs(program):
             program = os.path.normpath(self.base.absolute() / program)
-        if shutil.which(program) is None:
+        found = shutil.which(program)
+        if found is None:
             self.error(path, f"no such program: {argv[0]} (not found, or not executable)")
             return None
-        return (program, *argv[1:])
+        return (os.path.abspath(found), *argv[1:])
 
     def rate(self, path: KeyPath, value: object) -> Rate | None:
         what = 'a rate: messages per time, like "100/m", "10/30s" or "5000/d"'
@@ -317,7 +340,7 @@ class ConfigChecker(Checker):
             where = (*path, key)
             domain = self.domain(where, key)
             entries = item if isinstance(item, list) else [item]
-            found = [self.dkim_key((*where, i) if isinstance(item, list) else where, e)
+            found = [self.dkim_key((*where, i) if isinstance(item, list) else where, e, domain)
                      for i, e in enumerate(entries)]  # fmt: skip
             keys = tuple(k for k in found if k is not None)
             selectors = [k.selector for k in keys]
@@ -329,7 +352,9 @@ class ConfigChecker(Checker):
                 out[domain] = keys
         return out
 
-    def dkim_key(self, path: KeyPath, value: object) -> DkimKeyConfig | None:
+    def dkim_key(self, path: KeyPath, value: object, domain: str | None) -> DkimKeyConfig | None:
+        """One key, checked as signing loads it (mxsend.dkim): a key file that send would
+        refuse (open to others, not a key of its type) is a problem here, on its line."""
         table = self.table(path, value, _DKIM)
         for key in ("selector", "key_file"):
             if key not in table:
@@ -339,4 +364,13 @@ class ConfigChecker(Checker):
         algorithm = self.each(path, table, "algorithm", self.one_of(DKIM_ALGORITHMS))
         if selector is None or key_file is None or ("algorithm" in table and algorithm is None):
             return None
+        if domain is not None:
+            from mxsend.dkim import DkimError, DkimKey  # noqa: PLC0415 - only with [dkim]
+
+            try:
+                DkimKey.check_file(key_file, domain=domain, selector=selector,
+                                   algorithm=algorithm or "rsa")  # fmt: skip
+            except DkimError as exc:
+                self.error((*path, "key_file"), str(exc))
+                return None
         return DkimKeyConfig(selector, key_file, algorithm or "rsa")

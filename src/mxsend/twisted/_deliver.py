@@ -24,6 +24,7 @@ from mxsend.protocol import (
     Address,
     ClientConfig,
     ClientConnection,
+    EnhancedStatus,
     Mechanism,
     Message,
     Recipient,
@@ -219,6 +220,11 @@ class Deliverer:
         found = self._matched(destination)
         return None if found is None else found[1]
 
+    def configured_tls(self, route: DomainRoute) -> TLSPolicy:
+        """The TLS policy a configured ``route`` gets (see ``RouteTable.policy``)."""
+        assert self._routes is not None  # a configured route comes from the table
+        return self._routes.policy(route, self._options.tls.policy)[0]
+
     async def route(self, domain: str) -> Route:
         """The route for ``domain`` (any domain with a smarthost): its hosts from DNS, its
         port, and the TLS policy it gets, with where the policy came from."""
@@ -227,25 +233,22 @@ class Deliverer:
         if configured is not None:
             return await self._configured_route(domain, configured)
         source = PolicySource.DEFAULT if options.tls.policy is None else PolicySource.OPTION
+        tls = options.tls_policy
+        if self._routes is not None:
+            tls, source = self._routes.floored(tls, source)
         smarthost = options.smarthost
         if smarthost is None:
             hosts = await self._router.mx_hosts(domain)
-            return Route(domain, tuple(hosts), options.mx_port, options.tls_policy, source)
+            return Route(domain, tuple(hosts), options.mx_port, tls, source)
         addresses = await self._router.addresses(smarthost.host)
         host = MXHost(smarthost.host, 0, addresses)
-        return Route(
-            "", (host,), smarthost.port, options.tls_policy, source, smarthost.implicit_tls
-        )
+        return Route("", (host,), smarthost.port, tls, source, smarthost.implicit_tls)
 
     async def _configured_route(self, destination: str, configured: DomainRoute) -> Route:
-        """A route's own TLS policy first, then the options' one, then the default."""
+        """The TLS policy as :meth:`RouteTable.policy` decides it (verify for AUTH)."""
+        assert self._routes is not None  # a configured route comes from the table
         relay = configured.relay
-        if configured.tls is not None:
-            tls, source = configured.tls, PolicySource.CONFIG
-        elif self._options.tls.policy is not None:
-            tls, source = self._options.tls.policy, PolicySource.OPTION
-        else:
-            tls, source = (TLSPolicy.VERIFY if relay else TLSPolicy.MAY), PolicySource.DEFAULT
+        tls, source = self._routes.policy(configured, self._options.tls.policy)
         if relay is None:
             hosts = await self._router.mx_hosts(destination)
             return Route(destination, tuple(hosts), self._options.mx_port, tls, source)
@@ -267,11 +270,10 @@ class Deliverer:
             return self._finish(pending, (failure.reply, FailureKind.DNS), 0, started)
         configured = self.configured(domain)
         connections = self._options.limits.connections
-        slots = rate = None
+        limit = rate = None
         if configured is not None and self._state is not None:
             if configured.concurrency is not None:
-                connections = configured.concurrency
-                slots = self._state.slots(route.destination, connections)
+                connections = limit = configured.concurrency
             rate = configured.rate
         out: list[tuple[int, list[RecipientReport]]] = []
         step = len(group) if rate is None else rate.count
@@ -283,7 +285,7 @@ class Deliverer:
             parts = [batch[i::shares] for i in range(shares)]
             done = await gatherResults(
                 [
-                    Deferred.fromCoroutine(self._share(slots, route, part, started, on_decided))
+                    Deferred.fromCoroutine(self._share(limit, route, part, started, on_decided))
                     for part in parts
                 ]
             )
@@ -292,14 +294,16 @@ class Deliverer:
 
     async def _share(
         self,
-        slots: DeferredSemaphore | None,
+        limit: int | None,
         route: Route,
         group: list[tuple[int, Message]],
         started: float,
         on_decided: Decided | None,
     ) -> list[tuple[int, list[RecipientReport]]]:
-        if slots is None:
+        if limit is None or self._state is None:
             return await self._attempts(route, group, started, on_decided)
+        # Asked for and acquired in one go: the state drops slots that nobody holds.
+        slots = self._state.slots(route.destination, limit)
         await slots.acquire()
         try:
             return await self._attempts(route, group, started, on_decided)
@@ -449,7 +453,7 @@ class Deliverer:
                 failure = _failure_of(r.reply, position, driver, outcome)
                 keep(index, str(r.recipient), r.status, r.reply, r.outcome_unknown,
                      failure=failure, relayed=relayed)  # fmt: skip
-        refusal = driver.tls_failed or driver.auth_failed
+        refusal = driver.tls_failed or _auth_deferral(driver.auth_failed)
         if refusal is not None:
             kind = FailureKind.TLS_REQUIRED if driver.tls_failed else FailureKind.AUTH
             for position, message in zip(driver.unsent_positions, driver.unsent, strict=True):
@@ -564,6 +568,18 @@ def _failure_of(
     if position in driver.refused_positions:
         return FailureKind.LOCAL
     return outcome.failure or FailureKind.LOST
+
+
+def _auth_deferral(refused: Reply | None) -> Reply | None:
+    """A permanent refusal of AUTH as a deferral (4.7.x), the server's reply kept in the
+    text: a rotated credential must not bounce a whole queue (Postfix's
+    smtp_sasl_auth_soft_bounce). Not local: no other address of the relay is tried."""
+    if refused is None or not refused.is_permanent:
+        return refused
+    found = refused.enhanced or EnhancedStatus.parse(refused.lines[0] if refused.lines else "")
+    enhanced = f"4.7.{found.detail}" if found is not None and found.subject == 7 else "4.7.0"
+    text = f"{enhanced} AUTH refused, deferred (fix the credentials): {refused}"
+    return Reply(454, (text,), EnhancedStatus.parse(enhanced))
 
 
 def _undecided(pending: _Pending) -> Message | None:

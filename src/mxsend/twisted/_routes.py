@@ -2,10 +2,20 @@
 destination (a route's ``concurrency``), its rate bucket, and the AUTH secrets read from
 files or printed by commands.
 
-A ``password_command`` runs with no shell, its standard input closed; its output, less one
+A ``password_command`` runs with no shell, its standard input closed, in a session of its
+own, with only ``PATH``, ``HOME`` and ``LANG`` of the environment; its output, less one
 final line end, is the password, or the token for XOAUTH2 and OAUTHBEARER. The secret is
 kept until a server refuses it; then the command is run again, once, for a fresh one (an
-expired token). A command that fails, hangs or prints nothing defers the mail it was for.
+expired token). A command that fails, hangs or prints nothing defers the mail it was for;
+past its deadline it is killed with all it started. What it writes on stderr is never shown
+(it may hold a secret: a refresh token in an error message).
+
+A ``password_file`` must be a regular file that no other user can read or write, nor its
+group write (:func:`~mxsend.routing._table.secret_file_problem`); its first line is the
+secret.
+
+The per-destination state (session slots, rate buckets) is dropped once idle, so that a
+process sending to many domains keeps only the busy ones.
 """
 
 from __future__ import annotations
@@ -13,7 +23,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from typing import Any
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredLock, DeferredSemaphore
 from twisted.internet.error import ProcessDone, ProcessExitedAlready
@@ -32,7 +45,7 @@ from mxsend.protocol import (
     ScramSHA256,
     XOAuth2,
 )
-from mxsend.routing._table import Auth, Rate
+from mxsend.routing._table import Auth, Rate, secret_file_problem
 
 __all__ = ["COMMAND_SECONDS", "CredentialsError", "OAuthBearer", "RouteState", "mechanism_for"]
 
@@ -40,7 +53,15 @@ __all__ = ["COMMAND_SECONDS", "CredentialsError", "OAuthBearer", "RouteState", "
 COMMAND_SECONDS = 30.0
 #: More output than this is no password or token (OAuth2 tokens run to a few KiB).
 MAX_SECRET = 64 * 1024
-_MAX_STDERR = 2048
+#: All a password command gets of the environment (never MXSEND_PASSWORD, say).
+COMMAND_ENVIRONMENT = ("PATH", "HOME", "LANG")
+# spawnProcess cannot start a child in a session of its own: this does, then runs the
+# command, so that a deadline can kill the whole process group.
+_SETSID = "import os, sys; os.setsid(); os.execv(sys.argv[1], sys.argv[2:])"
+#: Idle per-destination entries are swept once a map holds this many.
+PRUNE_AT = 1024
+
+_T = TypeVar("_T")
 
 
 class CredentialsError(MxsendError):
@@ -92,8 +113,9 @@ def mechanism_for(auth: Auth, secret: str) -> Mechanism:
 class _Output(ProcessProtocol):
     def __init__(self) -> None:
         self.out = bytearray()
-        self.err = bytearray()
+        self.err = 0  # bytes on stderr: counted, never kept
         self.overflow = False
+        self.exited = False
         self.reason: BaseException | None = None
         self.ended: Deferred[None] = Deferred()
 
@@ -106,40 +128,74 @@ class _Output(ProcessProtocol):
         self.overflow = self.overflow or len(self.out) > MAX_SECRET
 
     def errReceived(self, data: bytes) -> None:
-        self.err += data[: _MAX_STDERR - len(self.err)]
+        self.err += len(data)
+
+    def processExited(self, reason: Failure) -> None:
+        self.exited = True
 
     def processEnded(self, reason: Failure) -> None:
         self.reason = reason.value
-        self.ended.callback(None)
+        self.finish()
+
+    def finish(self) -> None:
+        if not self.ended.called:  # processEnded may still come after a deadline
+            self.ended.callback(None)
+
+
+def _spawn(reactor: Any, output: _Output, program: str, argv: tuple[str, ...]) -> Any:
+    env = {name: os.environ[name] for name in COMMAND_ENVIRONMENT if name in os.environ}
+    env.setdefault("PATH", os.defpath)
+    if not sys.executable:  # embedded: no interpreter to start the session with
+        return IReactorProcess(reactor).spawnProcess(
+            output, program, list(argv), env=env, usePTY=False
+        )
+    wrapper = [sys.executable, "-I", "-S", "-c", _SETSID, program, *argv]
+    return IReactorProcess(reactor).spawnProcess(
+        output, sys.executable, wrapper, env=env, usePTY=False
+    )
 
 
 async def run_command(reactor: Any, argv: tuple[str, ...], seconds: float = COMMAND_SECONDS) -> str:
     """The output of ``argv`` less one final line end; CredentialsError when it cannot be
-    run, exits other than 0, runs past ``seconds``, or prints nothing usable."""
+    run, exits other than 0, runs past ``seconds``, or prints nothing usable. Past the
+    deadline its process group is killed and its pipes closed: the error comes at once,
+    even when something it started still holds them."""
     program = shutil.which(argv[0])
     what = f"password_command {argv[0]}"
     if program is None:
         raise CredentialsError(f"{what}: no such program")
     output = _Output()
-    process = IReactorProcess(reactor).spawnProcess(
-        output, program, list(argv), env=dict(os.environ), usePTY=False
-    )
+    process = _spawn(reactor, output, os.path.abspath(program), argv)
+    group = process.pid  # the session's leader: its pid is the group's id
+    timed_out = False
 
     def kill() -> None:
-        with contextlib.suppress(ProcessExitedAlready):  # it ended as the timer fired
+        nonlocal timed_out
+        timed_out = True
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+        with contextlib.suppress(ProcessExitedAlready, OSError):  # it ended as the timer fired
             process.signalProcess("KILL")
+        process.loseConnection()  # our ends of its pipes: no waiting for their EOF
+        output.finish()
 
     killer = IReactorTime(reactor).callLater(seconds, kill)
     await output.ended
-    reason = output.reason
-    if not killer.active():
+    if timed_out:
+        if output.exited:
+            raise CredentialsError(
+                f"{what}: exited, but what it started still held its output after "
+                f"{seconds:g}s; killed"
+            )
         raise CredentialsError(f"{what}: still running after {seconds:g}s, killed")
     killer.cancel()
+    reason = output.reason
     if not isinstance(reason, ProcessDone):
         status = getattr(reason, "exitCode", None)
-        detail = bytes(output.err).decode("utf-8", "replace").strip().splitlines()
         why = f"exited with status {status}" if status is not None else "was killed"
-        raise CredentialsError(f"{what}: {why}" + (f": {detail[0][:200]}" if detail else ""))
+        # Its stderr may hold a secret (a refresh token): only its size is told.
+        hidden = f" (its {output.err} bytes of error output are not shown)" if output.err else ""
+        raise CredentialsError(f"{what}: {why}{hidden}")
     if output.overflow:
         raise CredentialsError(f"{what}: printed more than {MAX_SECRET} bytes")
     return _secret(bytes(output.out), what)
@@ -159,21 +215,61 @@ def _secret(raw: bytes, what: str) -> str:
 
 
 def _read_file(path: str) -> str:
+    """The first line of a password file that passes :func:`secret_file_problem`."""
+    what = f"password_file {path}"
     try:
-        with open(path, "rb") as handle:
-            first = handle.readline(MAX_SECRET + 1)
+        # O_NONBLOCK: a FIFO put in its place is refused below instead of hanging.
+        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise CredentialsError(f"cannot read password_file {path}: {exc.strerror}") from None
-    return _secret(first.removesuffix(b"\n"), f"password_file {path}")
+        raise CredentialsError(f"cannot read {what}: {exc.strerror}") from None
+    try:
+        problem = secret_file_problem(os.fstat(fd).st_mode)
+        if problem is not None:
+            raise CredentialsError(f"{what} {problem}")
+        data = b""
+        while b"\n" not in data and len(data) <= MAX_SECRET + 1:
+            more = os.read(fd, MAX_SECRET + 2 - len(data))
+            if not more:
+                break
+            data += more
+    except OSError as exc:
+        raise CredentialsError(f"cannot read {what}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    first = data.split(b"\n", 1)[0].removesuffix(b"\r")
+    if len(first) > MAX_SECRET:
+        raise CredentialsError(f"{what}: its first line is longer than {MAX_SECRET} bytes")
+    return _secret(first, what)
+
+
+def _pruned(table: dict[str, _T], idle: Callable[[_T], bool], bound: int) -> int:
+    """Drop ``table``'s idle entries once it holds ``bound``; the next bound (twice what
+    is left, so that busy entries are not swept over and over)."""
+    if len(table) < bound:
+        return bound
+    for key in [key for key, value in table.items() if idle(value)]:
+        del table[key]
+    return max(PRUNE_AT, 2 * len(table))
+
+
+def _idle_slots(semaphore: DeferredSemaphore) -> bool:
+    return semaphore.tokens == semaphore.limit and not semaphore.waiting
 
 
 class _Bucket:
     """Tokens for ``rate.count`` messages, refilled evenly over ``rate.seconds``."""
 
     def __init__(self, rate: Rate, now: float) -> None:
+        self.rate = rate
         self.tokens = float(rate.count)
         self.at = now
         self.lock = DeferredLock()
+
+    def full(self, now: float) -> bool:
+        """Nobody waits and it has refilled: the same as a new one, so it may go."""
+        rate = self.rate
+        refilled = self.tokens + (now - self.at) * rate.count / rate.seconds
+        return not self.lock.locked and not self.lock.waiting and refilled >= rate.count
 
 
 class RouteState:
@@ -185,13 +281,16 @@ class RouteState:
         self._clock = IReactorTime(reactor)
         self._slots: dict[str, DeferredSemaphore] = {}
         self._buckets: dict[str, _Bucket] = {}
+        self._slots_bound = self._buckets_bound = PRUNE_AT
         self._secrets: dict[Auth, str] = {}
         self._fetching: dict[Auth, DeferredLock] = {}
 
     def slots(self, destination: str, size: int) -> DeferredSemaphore:
-        """The sessions ``destination`` may have open at once, across deliveries."""
+        """The sessions ``destination`` may have open at once, across deliveries. Acquire
+        it at once: an idle one (no holder, no waiter) may be dropped by a later call."""
         semaphore = self._slots.get(destination)
         if semaphore is None or semaphore.limit != size:
+            self._slots_bound = _pruned(self._slots, _idle_slots, self._slots_bound)
             semaphore = self._slots[destination] = DeferredSemaphore(size)
         return semaphore
 
@@ -199,7 +298,11 @@ class RouteState:
         """Wait until ``count`` (at most ``rate.count``) more messages may go to
         ``destination``; takers are served in turn."""
         clock = self._clock
-        bucket = self._buckets.setdefault(destination, _Bucket(rate, clock.seconds()))
+        bucket = self._buckets.get(destination)
+        if bucket is None:
+            now = clock.seconds()
+            self._buckets_bound = _pruned(self._buckets, lambda b: b.full(now), self._buckets_bound)
+            bucket = self._buckets.setdefault(destination, _Bucket(rate, now))
         await bucket.lock.acquire()
         try:
             while True:
