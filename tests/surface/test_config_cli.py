@@ -24,7 +24,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from twisted.internet import reactor, task
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.trial.unittest import TestCase
 
 from mxsend._testca import TestCA
@@ -701,6 +701,31 @@ class RouteLimits(TestCase):
 
     def test_concurrency_limits_sessions(self) -> Deferred[None]:
         return ensureDeferred(self._concurrency())
+
+    async def _learned(self) -> None:
+        # Three batches at once (a daemon's workers), 4 sessions each, to a destination no
+        # route limits: together they start at 5 sessions (Postfix's initial concurrency)
+        # and grow by about one per round, not 12 at once.
+        router = DNSRouter(make_resolver(("127.0.0.1", 9), reactor), reactor)
+        options = DeliveryOptions("client.test", limits=Limits(connections=4))
+        routes = RouteTable({"relay.test": DomainRoute(relay=Relay("127.0.0.1", self.port),
+                                                       tls=TLSPolicy.NONE)})  # fmt: skip
+        state = RouteState(reactor)
+        batches = [
+            [Message(Envelope.build("s@client.test", [f"r{b}{i}@relay.test"]), b"hi\n")
+             for i in range(4)]
+            for b in range(3)
+        ]  # fmt: skip
+        reports = await gatherResults([
+            Deliverer(reactor, router, options, routes=routes, state=state).deliver(batch)
+            for batch in batches
+        ])  # fmt: skip
+        statuses = [r.status for batch in reports for report in batch for r in report.recipients]
+        assert statuses == [Status.DELIVERED] * 12
+        assert 1 < self.server.peak <= 6
+
+    def test_a_destination_s_concurrency_is_learned_across_batches(self) -> Deferred[None]:
+        return ensureDeferred(self._learned())
 
     async def _rate(self) -> None:
         self.server.hold = 0.0

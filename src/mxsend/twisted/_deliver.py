@@ -300,8 +300,18 @@ class Deliverer:
         started: float,
         on_decided: Decided | None,
     ) -> list[tuple[int, list[RecipientReport]]]:
-        if limit is None or self._state is None:
+        if self._state is None:
             return await self._attempts(route, group, started, on_decided)
+        if limit is None:  # no route sets it: the destination's learned concurrency
+            window = self._state.window(route.destination)
+            await window.acquire()
+            delivered, failed = 0, True
+            try:
+                result = await self._attempts(route, group, started, on_decided)
+                delivered, failed = _feedback(result)
+                return result
+            finally:
+                window.release(delivered=delivered, failed=failed)
         # Asked for and acquired in one go: the state drops slots that nobody holds.
         slots = self._state.slots(route.destination, limit)
         await slots.acquire()
@@ -608,3 +618,20 @@ def deliver(
     Fires with a :class:`MessageReport` per message; ``await`` it from ``async def`` code.
     """
     return Deliverer(reactor, DNSRouter.asking(dns, reactor), options).deliver(messages)
+
+
+#: How a session ends when the destination did not hold it up, rather than its replies.
+_SESSION_FAILURES = frozenset(
+    {FailureKind.CONNECT, FailureKind.CLOSING, FailureKind.TIMEOUT, FailureKind.LOST}
+)
+
+
+def _feedback(result: list[tuple[int, list[RecipientReport]]]) -> tuple[int, bool]:
+    """A session's messages delivered whole, and whether the destination failed it."""
+    delivered = 0
+    failed = False
+    for _, reports in result:
+        if reports and all(r.status is Status.DELIVERED for r in reports):
+            delivered += 1
+        failed = failed or any(r.failure in _SESSION_FAILURES for r in reports)
+    return delivered, failed

@@ -25,10 +25,11 @@ import os
 import shutil
 import signal
 import sys
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, DeferredLock, DeferredSemaphore
+from twisted.internet.defer import Deferred, DeferredLock, DeferredSemaphore, succeed
 from twisted.internet.error import ProcessDone, ProcessExitedAlready
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
@@ -60,6 +61,11 @@ COMMAND_ENVIRONMENT = ("PATH", "HOME", "LANG")
 _SETSID = "import os, sys; os.setsid(); os.execv(sys.argv[1], sys.argv[2:])"
 #: Idle per-destination entries are swept once a map holds this many.
 PRUNE_AT = 1024
+#: Sessions a destination gets at first, and at most, across a process's deliveries when no
+#: route sets its concurrency: Postfix's initial_destination_concurrency (5) and
+#: default_destination_concurrency_limit (20).
+INITIAL_CONCURRENCY = 5
+MAX_CONCURRENCY = 20
 
 _T = TypeVar("_T")
 
@@ -256,6 +262,42 @@ def _idle_slots(semaphore: DeferredSemaphore) -> bool:
     return semaphore.tokens == semaphore.limit and not semaphore.waiting
 
 
+class Window:
+    """The sessions one destination may have open at once, learned from how it answers, as
+    Postfix's scheduler does: each message delivered raises the limit by 1/limit (about one
+    more session per round of sessions), each session that could not connect or was cut
+    off lowers it by one, between 1 and ``most``."""
+
+    def __init__(self, initial: int = INITIAL_CONCURRENCY, most: int = MAX_CONCURRENCY) -> None:
+        self.limit = float(initial)
+        self.most = most
+        self.active = 0
+        self._waiting: deque[Deferred[None]] = deque()
+
+    def acquire(self) -> Deferred[None]:
+        if self.active < int(self.limit):
+            self.active += 1
+            return succeed(None)
+        waiter: Deferred[None] = Deferred(canceller=self._waiting.remove)
+        self._waiting.append(waiter)
+        return waiter
+
+    def release(self, *, delivered: int, failed: bool) -> None:
+        """One session ended: it delivered ``delivered`` messages, and ``failed`` when the
+        destination did not hold it up (no connection, a 421, a time-out, a lost link)."""
+        self.active -= 1
+        if failed:
+            self.limit = max(1.0, self.limit - 1)
+        for _ in range(delivered):
+            self.limit = min(float(self.most), self.limit + 1 / self.limit)
+        while self._waiting and self.active < int(self.limit):
+            self.active += 1
+            self._waiting.popleft().callback(None)
+
+    def idle(self) -> bool:
+        return not self.active and not self._waiting
+
+
 class _Bucket:
     """Tokens for ``rate.count`` messages, refilled evenly over ``rate.seconds``."""
 
@@ -280,8 +322,9 @@ class RouteState:
         self._reactor = reactor
         self._clock = IReactorTime(reactor)
         self._slots: dict[str, DeferredSemaphore] = {}
+        self._windows: dict[str, Window] = {}
         self._buckets: dict[str, _Bucket] = {}
-        self._slots_bound = self._buckets_bound = PRUNE_AT
+        self._slots_bound = self._buckets_bound = self._windows_bound = PRUNE_AT
         self._secrets: dict[Auth, str] = {}
         self._fetching: dict[Auth, DeferredLock] = {}
 
@@ -293,6 +336,15 @@ class RouteState:
             self._slots_bound = _pruned(self._slots, _idle_slots, self._slots_bound)
             semaphore = self._slots[destination] = DeferredSemaphore(size)
         return semaphore
+
+    def window(self, destination: str) -> Window:
+        """The learned concurrency of a destination no route limits (see :class:`Window`).
+        Acquire it at once: an idle one may be dropped by a later call, and start over."""
+        window = self._windows.get(destination)
+        if window is None:
+            self._windows_bound = _pruned(self._windows, Window.idle, self._windows_bound)
+            window = self._windows[destination] = Window()
+        return window
 
     async def take(self, destination: str, rate: Rate, count: int) -> None:
         """Wait until ``count`` (at most ``rate.count``) more messages may go to
