@@ -20,6 +20,7 @@ from mxsend.cli._common import (
     key_help,
     run_in_reactor,
     timeouts_help,
+    tune_gc,
 )
 from mxsend.cli.queue import _RETRY_HELP, delivery_log, retry_arguments, retry_policy
 from mxsend.cli.send import (
@@ -227,6 +228,7 @@ def execute(args: argparse.Namespace) -> int:
     check(args)
     from mxsend.queue import BusyError
 
+    tune_gc()
     store = open_queue(args.queue_dir)
     policy = retry_policy(args)
     options = delivery_options(args)

@@ -25,6 +25,7 @@ from mxsend.cli._common import (
     key_help,
     run_in_reactor,
     timeouts_help,
+    tune_gc,
 )
 from mxsend.cli.send import (
     delivery_arguments,
@@ -144,6 +145,7 @@ def retry_policy(args: argparse.Namespace) -> RetryPolicy:
 def execute(args: argparse.Namespace) -> int:
     store = open_queue(args.queue_dir)
     if args.action == "run":
+        tune_gc()
         policy = retry_policy(args)
         options = delivery_options(args)
         return run_in_reactor(
