@@ -51,6 +51,7 @@ __all__ = [
     "SpoolError",
     "UnreadableMessageError",
     "content_of",
+    "folded",
     "header_fields",
     "header_recipients",
     "prepare",
@@ -306,23 +307,51 @@ def scan(content: Content) -> BodyInfo:
     return info
 
 
+def folded(content: Content) -> tuple[Content, BodyInfo]:
+    """``content``, or when a line is over 998 octets (RFC 5322 2.1.1), a copy with each such
+    line broken by CRLF SP, as Postfix does on output: mail from cron is not lost for one
+    long line of output. Read in chunks, never whole."""
+    try:
+        info = content.scan()
+    except ContentError as exc:
+        raise UnreadableMessageError(str(exc)) from None
+    if not info.long_lines:
+        return content, info
+    result = Content.from_file(_wire_copy(content))
+    return result, scan(result)
+
+
 def signed(content: Content, keys: Sequence[DkimKey]) -> tuple[Content, BodyInfo]:
     """``content`` as it goes on the wire (CRLF line ends, long lines folded), in a new
     spool file, with a DKIM-Signature field per key before it (RFC 6376 5): the signature
     covers exactly the bytes stored and sent. Read in chunks, never whole."""
+    copy = _wire_copy(content)
+    try:
+        signature = sign(copy, keys)
+    except DkimError as exc:
+        copy.close()
+        raise InvalidMessageError(f"cannot DKIM-sign the message: {exc}") from None
+    result = Content.from_file(copy, prefix=signature)
+    return result, scan(result)
+
+
+def _wire_copy(content: Content) -> BinaryIO:
+    """``content`` as the encoder sends it (CRLF line ends, long lines folded, no dots
+    stuffed) in an anonymous temporary file, at its start."""
     try:
         copy = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the content
+    except OSError as exc:
+        raise SpoolError(f"cannot spool the message: {exc.strerror}") from None
+    try:
         encoder = BodyEncoder(dot_stuff=False, line_policy=LinePolicy.FOLD)
         for chunk in content.chunks():
             copy.write(encoder.encode(chunk))
         copy.write(encoder.finish())
         copy.seek(0)
-        signature = sign(copy, keys)
     except ContentError as exc:
+        copy.close()
         raise UnreadableMessageError(str(exc)) from None
     except OSError as exc:
-        raise SpoolError(f"cannot spool the message to sign it: {exc.strerror}") from None
-    except DkimError as exc:
-        raise InvalidMessageError(f"cannot DKIM-sign the message: {exc}") from None
-    result = Content.from_file(copy, prefix=signature)
-    return result, scan(result)
+        copy.close()
+        raise SpoolError(f"cannot spool the message: {exc.strerror}") from None
+    return copy

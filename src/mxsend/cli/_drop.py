@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 import time
 
+from mxsend._queuefiles import OPEN, UnusableQueueError, fsync_dir, prepare_dirs, write_new
+
 TYPE_CHECKING = False  # typing costs an import; mypy takes this name as True
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -32,7 +34,7 @@ __all__ = [
     "address_list",
     "plain_address",
     "prepare",
-    "queue_dir",
+    "qualified",
     "request_header",
     "send_request",
     "write",
@@ -179,13 +181,13 @@ def prepare(
     if not plain_address(own_address):
         return None  # a user name that makes no plain address: the full path says so
     origin = rewrite.domain or host
-    envelope_sender = rewrite.sender(own_address if sender is None else _qualified(sender, origin))
-    rcpts = [_qualified(r, origin) for r in recipients]
+    envelope_sender = rewrite.sender(own_address if sender is None else qualified(sender, origin))
+    rcpts = [qualified(r, origin) for r in recipients]
     if from_headers:
         names = (b"to", b"cc", b"bcc")
         if any(found.get(b"resent-" + n) for n in names):  # RFC 5322 3.6.6
             names = (b"resent-to", b"resent-cc", b"resent-bcc")
-        rcpts += [_qualified(a, origin) for n in names for a in found.get(n, ())]
+        rcpts += [qualified(a, origin) for n in names for a in found.get(n, ())]
     if not rcpts or (envelope_sender and not plain_address(envelope_sender)):
         return None  # the full path says what is wrong
     if not all(plain_address(r) for r in rcpts):
@@ -205,8 +207,10 @@ def prepare(
     return Drop(envelope_sender, _unique(rcpts), content, size, not content.isascii())
 
 
-def _qualified(address: str, host: str) -> str:
-    return address if "@" in address or not address else f"{address}@{host}"
+def qualified(address: str, domain: str | None) -> str:
+    """A bare local name (``root``) in ``domain`` (as Postfix appends myorigin); any other
+    address, and the null sender, as it is."""
+    return f"{address}@{domain}" if domain and address and "@" not in address else address
 
 
 def _unique(recipients: list[str]) -> list[str]:
@@ -369,20 +373,6 @@ def _has_long_line(content: bytes) -> bool:
 # -- the queue -------------------------------------------------------------------------------
 
 
-def queue_dir(environ: Mapping[str, str]) -> str:
-    """``$MXSEND_QUEUE_DIR``, else /var/spool/mxsend for root, else the XDG state directory:
-    ``mxsend.queue.default_queue_dir``'s choice."""
-    if environ.get("MXSEND_QUEUE_DIR"):
-        return environ["MXSEND_QUEUE_DIR"]
-    if os.geteuid() == 0:
-        return "/var/spool/mxsend"
-    state = environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local/state")
-    return os.path.join(state, "mxsend", "queue")
-
-
-_OPEN = os.O_NOFOLLOW | os.O_CLOEXEC
-
-
 def write(root: str, drop: Drop, *, uid: int, now: float | None = None) -> str:
     """Queue ``drop`` at ``root`` as ``DiskStore.enqueue`` does for one message: message
     and entry written to tmp/ and synced, the message renamed into entries/, the directory
@@ -397,15 +387,18 @@ def write(root: str, drop: Drop, *, uid: int, now: float | None = None) -> str:
     final_state = f"{entries}/{entry_id}.json"
     renamed = False
     try:
-        _prepare_dirs(root, (entries, tmp, f"{root}/corrupt"))
-        _write_new(body, drop.content, None)
-        _write_new(state, _entry_json(entry_id, drop, uid, when), when)
+        prepare_dirs(root, (entries, tmp, f"{root}/corrupt"))
+    except UnusableQueueError as exc:
+        raise QueueWriteError(str(exc)) from None
+    try:
+        write_new(body, [drop.content], sync=True)
+        write_new(state, [_entry_json(entry_id, drop, uid, when)], sync=True, due=when)
         os.rename(body, final_body)
         renamed = True
-        _fsync_dir(entries)  # the message is in place before its entry appears
+        fsync_dir(entries)  # the message is in place before its entry appears
         os.rename(state, final_state)
         queued_ids.append(entry_id)  # visible now: an interrupt from here on is not a failure
-        _fsync_dir(entries)
+        fsync_dir(entries)
     except OSError as exc:
         for path in (state, body):
             _unlink(path)
@@ -435,7 +428,7 @@ def _undo(state: str, body: str) -> bool:
     import fcntl
 
     try:
-        fd = os.open(body, os.O_RDONLY | _OPEN)
+        fd = os.open(body, os.O_RDONLY | OPEN)
     except OSError:
         _unlink(state)
         return True
@@ -447,47 +440,6 @@ def _undo(state: str, body: str) -> bool:
         _unlink(state)
         _unlink(body)
         return True
-    finally:
-        os.close(fd)
-
-
-def _prepare_dirs(root: str, subdirectories: tuple[str, ...]) -> None:
-    """The queue's directories, 0700 and this user's (``DiskStore`` checks the same)."""
-    try:
-        os.makedirs(root, mode=0o700, exist_ok=True)
-        for path in (root, *subdirectories):
-            os.makedirs(path, 0o700, exist_ok=True)
-            info = os.lstat(path)
-            if info.st_mode & 0o170000 != 0o040000:
-                raise QueueWriteError(f"cannot use the queue directory {root}: {path} is not one")
-            if info.st_uid != os.geteuid():
-                raise QueueWriteError(
-                    f"cannot use the queue directory {root}: {path} belongs to uid "
-                    f"{info.st_uid}, not to this user"
-                )
-            if info.st_mode & 0o077:
-                os.chmod(path, 0o700, follow_symlinks=False)
-    except OSError as exc:
-        raise QueueWriteError(f"cannot use the queue directory {root}: {exc.strerror}") from None
-
-
-def _write_new(path: str, data: bytes, due: float | None) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if due is not None:
-            os.utime(fd, (due, due))  # an entry file's time is when it is next due
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -689,7 +641,7 @@ def cached_settings(path: str, environ: Mapping[str, str]) -> Settings | None:
     if cache is None:
         return None
     try:
-        fd = os.open(cache, os.O_RDONLY | _OPEN)
+        fd = os.open(cache, os.O_RDONLY | OPEN)
     except OSError:
         return None
     try:
@@ -724,7 +676,7 @@ def keep_settings(path: str, settings: Settings, environ: Mapping[str, str]) -> 
         info = os.lstat(folder)
         if info.st_mode & 0o170000 != 0o040000 or info.st_uid != os.geteuid():
             return  # a symlink, or someone else's (root with a user's HOME): no cache
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN, 0o600)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | OPEN, 0o600)
         try:
             os.write(fd, marshal.dumps((key, settings.values())))  # type: ignore[arg-type]
         finally:

@@ -11,12 +11,11 @@ import email.message
 import email.utils
 import os
 import re
-import tempfile
 from typing import TYPE_CHECKING, BinaryIO
 
 from mxsend._exits import Exit
 from mxsend.cli._common import UserError
-from mxsend.cli._drop import NO_REWRITE, UNDISCLOSED, Rewrite
+from mxsend.cli._drop import NO_REWRITE, UNDISCLOSED, Rewrite, qualified
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
     from mxsend.cli.sendmail import SendmailArgs
     from mxsend.config import Config
     from mxsend.dkim import DkimKey
-    from mxsend.protocol import BodyInfo, Content, Message
+    from mxsend.protocol import Message
 
 __all__ = ["load_settings", "prepare", "signing", "submit", "submit_request"]
 
@@ -112,6 +111,7 @@ def _prepared(
     from mxsend.message import (
         MessageError,
         content_of,
+        folded,
         header_fields,
         read_header_block,
         signed,
@@ -140,11 +140,11 @@ def _prepared(
                 f"this user's address {own_address!r} is not one: give -f, or set the sender",
             ) from None
         origin = rewrite.domain or host
-        given = own_address if args.sender is None else _qualified(args.sender, origin)
+        given = own_address if args.sender is None else qualified(args.sender, origin)
         sender = rewrite.sender(given)
-        recipients = [_qualified(r, origin) for r in args.recipients]
+        recipients = [qualified(r, origin) for r in args.recipients]
         if args.from_headers:
-            recipients += [_qualified(r, origin) for r in _header_recipients(headers)]
+            recipients += [qualified(r, origin) for r in _header_recipients(headers)]
         if not recipients:
             raise UserError(Exit.USAGE, "no recipients: give them as arguments, or -t")
         added = _fix_ups(headers, sender or rewrite.sender(own_address), args.full_name, host)
@@ -154,7 +154,7 @@ def _prepared(
         kept = strip_bcc(head) + (b"" if _ends_with_empty_line(head) else b"\r\n")
         content = content_of(file, None, added + kept, len(head))
         keys = signing(_author_domain(headers, sender or own_address)) if signing else ()
-        content, info = signed(content, keys) if keys else _folded(content)
+        content, info = signed(content, keys) if keys else folded(content)
         notify, ret = dsn_options(args.notify, args.ret, "-N/-R")
         # A message taken with SMTPUTF8 (-bs) goes on with it (RFC 6531 3.2).
         options = MailOptions.for_content(info, ret=ret, envid=args.envid, smtputf8=args.smtputf8)
@@ -164,31 +164,6 @@ def _prepared(
     except (AddressError, ParameterError) as exc:
         raise UserError(Exit.DATAERR, str(exc)) from None
     return Message(envelope, content)
-
-
-def _folded(content: Content) -> tuple[Content, BodyInfo]:
-    """``content``, or when a line is over 998 octets (RFC 5322 2.1.1), a copy with each such
-    line broken by CRLF SP, as Postfix does on output: mail from cron is not lost for one
-    long line of output. Read in chunks, never whole."""
-    from mxsend.message import SpoolError, UnreadableMessageError, scan
-    from mxsend.protocol import BodyEncoder, Content, ContentError, LinePolicy
-
-    try:
-        info = content.scan()
-        if not info.long_lines:
-            return content, info
-        copy = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the content
-        encoder = BodyEncoder(dot_stuff=False, line_policy=LinePolicy.FOLD)
-        for chunk in content.chunks():
-            copy.write(encoder.encode(chunk))
-        copy.write(encoder.finish())
-    except ContentError as exc:
-        raise UnreadableMessageError(str(exc)) from None
-    except OSError as exc:
-        raise SpoolError(f"cannot spool standard input: {exc.strerror}") from None
-    copy.seek(0)
-    folded = Content.from_file(copy)
-    return folded, scan(folded)
 
 
 def _author_domain(headers: email.message.Message, sender: str) -> str:
@@ -201,10 +176,6 @@ def _author_domain(headers: email.message.Message, sender: str) -> str:
 
 def _ends_with_empty_line(head: bytes) -> bool:
     return re.split(rb"\r\n|\r|\n", head)[-2:] == [b"", b""]
-
-
-def _qualified(address: str, host: str) -> str:
-    return address if "@" in address or not address else f"{address}@{host}"
 
 
 def _addresses(headers: email.message.Message, name: str) -> list[str]:

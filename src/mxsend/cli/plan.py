@@ -48,7 +48,8 @@ def setup(commands: Subcommands) -> argparse.ArgumentParser:
 
 async def run(reactor: IReactorTCP, args: argparse.Namespace) -> Exit:
     """Look up the routes for ``args`` (parsed ``plan`` options), print them; the exit status."""
-    from mxsend.cli.send import delivery_routes, qualified
+    from mxsend.cli._drop import qualified
+    from mxsend.cli.send import delivery_routes
     from mxsend.protocol import Address, AddressError
     from mxsend.routing import TLSPolicy
     from mxsend.twisted import Deliverer, DeliveryOptions, DNSRouter, Smarthost, TLSOptions

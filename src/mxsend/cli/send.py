@@ -33,6 +33,7 @@ from mxsend.cli._common import (
     timeout_option,
     timeouts_help,
 )
+from mxsend.cli._drop import qualified
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IReactorTCP
@@ -215,14 +216,6 @@ def local_name(given: str | None = None) -> str:
             raise UserError(Exit.USAGE, f"--helo {given!r} is not a valid domain") from None
         return "localhost"
     return name
-
-
-def qualified(address: str, domain: str | None) -> str:
-    """A bare local name (``root``) with the config file's ``domain`` added; any other
-    address as it is."""
-    if domain and address and "@" not in address:
-        return f"{address}@{domain}"
-    return address
 
 
 def build_request(args: argparse.Namespace) -> Request:

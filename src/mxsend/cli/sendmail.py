@@ -23,6 +23,7 @@ import io
 import os
 import sys
 
+from mxsend import _queuefiles
 from mxsend.cli import _drop
 
 TYPE_CHECKING = False  # typing costs an import; mypy takes this name as True
@@ -217,7 +218,7 @@ def smtp_session(args: SendmailArgs) -> int:
     host = settings.hostname or host_name()
     own = own_address(settings.rewrite.domain or host)
     via = _submission_socket(args)
-    root = args.queue_dir or _drop.queue_dir(os.environ)
+    root = args.queue_dir or _queuefiles.default_queue_dir(os.environ)
     queued: list[str] = []  #: the ids queued here (not by the daemon, which delivers its own)
 
     def submit(message: Submission) -> str:
@@ -281,7 +282,7 @@ def submit(args: SendmailArgs, stdin: BinaryIO) -> int:
     rewrite = settings.rewrite
     own = own_address(rewrite.domain or host)
     via = _submission_socket(args)
-    root = args.queue_dir or _drop.queue_dir(os.environ)
+    root = args.queue_dir or _queuefiles.default_queue_dir(os.environ)
     args.recipients = [a for argument in args.recipients for a in _argument_addresses(argument)]
     data, complete = _read_input(stdin, dot_ends=args.dot_ends)
     drop = None
@@ -381,7 +382,7 @@ def _after_queueing(args: SendmailArgs, root: str, queue_id: str) -> None:
     try:
         if args.verbose:
             sys.stderr.write(f"mxsend: queued as {queue_id}\n")
-        woken = args.delivery != "queue" and _wake(root)
+        woken = args.delivery != "queue" and _queuefiles.wake(root)
         _start_delivery(root, args.delivery or "background", woken=woken)
     except (OSError, KeyboardInterrupt) as exc:
         why = exc.strerror if isinstance(exc, OSError) else "interrupted"
@@ -562,35 +563,6 @@ def own_address(host: str) -> str:
     except KeyError:
         user = os.environ.get("LOGNAME") or os.environ.get("USER") or str(uid)
     return f"{user}@{host}"
-
-
-def _wake(root: str) -> bool:
-    """Ask the daemon serving the queue at ``root`` to look for due work now (SIGUSR1), as
-    ``DiskStore.wake`` does; False when no daemon serves it."""
-    import fcntl
-
-    try:
-        fd = os.open(f"{root}/daemon.pid", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:  # held: a daemon is running
-            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        else:
-            return False  # nobody holds it: a daemon that has gone
-    finally:
-        os.close(fd)
-    if not text.isdigit():
-        return False
-    import _signal  # type: ignore[import-not-found]  # signal's numbers, without its enums
-
-    try:
-        os.kill(int(text), _signal.SIGUSR1)
-    except OSError:
-        return False
-    return True
 
 
 def _close_inherited() -> None:

@@ -35,14 +35,16 @@ import json
 import os
 import re
 import secrets
-import signal
-import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from mxsend import _queuefiles
+from mxsend._queuefiles import fsync_dir as _fsync_dir
+from mxsend._queuefiles import write_all as _write_all
+from mxsend._queuefiles import write_new as _write_new
 from mxsend.protocol import Content, ContentError, Message, MxsendError
 from mxsend.queue._entry import (
     Entry,
@@ -66,7 +68,7 @@ __all__ = [
     "new_entry",
 ]
 
-_OPEN = os.O_NOFOLLOW | os.O_CLOEXEC
+_OPEN = _queuefiles.OPEN
 _CHUNK = 1 << 16
 # Files in tmp/ older than this were left by a process that died while writing them.
 _STALE = 3600.0
@@ -74,8 +76,6 @@ _STALE = 3600.0
 # daemon holds at most workers x batch of them (4 x 250 x 32 KiB = 32 MB). Larger ones are
 # streamed from their file, never read whole.
 _READ_WHOLE = 32 * 1024
-# An entry with nothing left to try is never due; file times end somewhere (year 9999).
-_LAST_TIME = 253402300799.0
 
 
 class QueueError(MxsendError):
@@ -178,13 +178,7 @@ class QueueStore(Protocol):
 
 def default_queue_dir(environ: dict[str, str] | None = None) -> Path:
     """``$MXSEND_QUEUE_DIR``, else /var/spool/mxsend for root, else the XDG state directory."""
-    env = os.environ if environ is None else environ
-    if env.get("MXSEND_QUEUE_DIR"):
-        return Path(env["MXSEND_QUEUE_DIR"])
-    if os.geteuid() == 0:
-        return Path("/var/spool/mxsend")
-    state = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "mxsend" / "queue"
+    return Path(_queuefiles.default_queue_dir(os.environ if environ is None else environ))
 
 
 def new_entry(message: Message, *, now: float, uid: int | None = None) -> Entry:
@@ -212,42 +206,6 @@ _ID = re.compile(r"[0-9a-f]{12,64}")
 
 def _valid_id(entry_id: str) -> bool:
     return _ID.fullmatch(entry_id) is not None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_new(
-    path: Path,
-    chunks: Iterable[bytes],
-    *,
-    sync: bool,
-    due: float | None = None,
-) -> None:
-    """Create ``path`` (never an existing file or a symlink), 0600, with ``chunks``; its
-    modification time is ``due`` when given (set before the sync, so it is synced too)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _OPEN, 0o600)
-    try:
-        for chunk in chunks:
-            _write_all(fd, chunk)
-        if due is not None:
-            due = min(due, _LAST_TIME)
-            os.utime(fd, (due, due))
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _os_error(what: str, exc: OSError) -> QueueError:
@@ -311,20 +269,10 @@ class DiskStore:
 
     def _prepare(self) -> None:
         try:
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            for path in (self.root, self._entries, self._tmp, self._corrupt):
-                path.mkdir(mode=0o700, exist_ok=True)
-                info = os.lstat(path)
-                if not stat.S_ISDIR(info.st_mode):
-                    raise QueueError(f"{path} is not a directory")
-                if info.st_uid != os.geteuid():
-                    raise QueueError(f"{path} belongs to uid {info.st_uid}, not to this user")
-                if stat.S_IMODE(info.st_mode) & 0o077:
-                    os.chmod(path, 0o700, follow_symlinks=False)
-        except OSError as exc:
-            raise QueueError(
-                f"cannot use the queue directory {self.root}: {exc.strerror}"
-            ) from None
+            folders = [str(path) for path in (self._entries, self._tmp, self._corrupt)]
+            _queuefiles.prepare_dirs(str(self.root), folders)
+        except _queuefiles.UnusableQueueError as exc:
+            raise QueueError(str(exc)) from None
 
     def _path(self, entry_id: str, suffix: str) -> Path:
         return Path(self._name(entry_id, suffix))
@@ -774,32 +722,11 @@ class DiskStore:
 
     def daemon_pid(self) -> int | None:
         """The id of the process serving this queue, or None when no daemon does."""
-        path = self.root / "daemon.pid"
-        try:
-            fd = os.open(path, os.O_RDONLY | _OPEN)
-        except OSError:
-            return None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-                return int(text) if text.isdigit() else None
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None  # nobody holds it: a daemon that has gone
-        finally:
-            os.close(fd)
+        return _queuefiles.daemon_pid(self.root)
 
     def wake(self) -> bool:
         """Ask the daemon serving this queue to look for due work now (SIGUSR1)."""
-        pid = self.daemon_pid()
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, signal.SIGUSR1)
-        except OSError:
-            return False
-        return True
+        return _queuefiles.wake(self.root)
 
     def clean(self, now: float) -> int:
         """Remove what dead writers left: stale files in tmp/ and messages without an entry."""
