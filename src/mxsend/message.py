@@ -51,6 +51,7 @@ __all__ = [
     "SpoolError",
     "UnreadableMessageError",
     "content_of",
+    "ends_with_empty_line",
     "folded",
     "header_fields",
     "header_recipients",
@@ -111,7 +112,9 @@ def prepare(
         head = read_header_block(file, name) if read_headers else b""
         recipients, sender = header_recipients(head) if read_headers else ([], None)
         prefix = strip_bcc(head) if remove_bcc else head
-        if prefix == head:  # nothing removed: send the file as it is
+        if read_headers and not ends_with_empty_line(head):
+            prefix += b"\r\n"  # the body starts here: the empty line it needs (RFC 5322 2.1)
+        if prefix == head:  # nothing changed: send the file as it is
             prefix, offset = b"", 0
         else:
             offset = len(head)
@@ -223,6 +226,12 @@ def _is_field(data: bytearray, start: int, end: int, *, finished: bool = True) -
     if stop == end:  # no ":" yet: the name may go on in the next block
         return not finished and end - start <= MAX_LINE_OCTETS
     return stop > start and data[stop : stop + 1] == b":"
+
+
+def ends_with_empty_line(head: bytes) -> bool:
+    """Whether a header block from :func:`read_header_block` ends with its empty line (not
+    at a line that is no field, nor at the end of the input)."""
+    return _LINE_END.split(head)[-2:] == [b"", b""]
 
 
 def _canonical_lines(head: bytes) -> bytes:

@@ -111,6 +111,7 @@ def _prepared(
     from mxsend.message import (
         MessageError,
         content_of,
+        ends_with_empty_line,
         folded,
         header_fields,
         read_header_block,
@@ -151,7 +152,7 @@ def _prepared(
         if rewrite.undisclosed and headers.get("to") is None and headers.get("cc") is None:
             added += UNDISCLOSED
         # The fields as they were, without Bcc; an empty line before the body if none did.
-        kept = strip_bcc(head) + (b"" if _ends_with_empty_line(head) else b"\r\n")
+        kept = strip_bcc(head) + (b"" if ends_with_empty_line(head) else b"\r\n")
         content = content_of(file, None, added + kept, len(head))
         keys = signing(_author_domain(headers, sender or own_address)) if signing else ()
         content, info = signed(content, keys) if keys else folded(content)
@@ -172,10 +173,6 @@ def _author_domain(headers: email.message.Message, sender: str) -> str:
     found = _addresses(headers, "from")
     address = found[0] if found else sender
     return address.rpartition("@")[2]
-
-
-def _ends_with_empty_line(head: bytes) -> bool:
-    return re.split(rb"\r\n|\r|\n", head)[-2:] == [b"", b""]
 
 
 def _addresses(headers: email.message.Message, name: str) -> list[str]:
@@ -295,7 +292,14 @@ def signing(explicit: str | None) -> Callable[[str], Sequence[DkimKey]]:
     path = config_path(explicit, _os.environ)
     config = _config(path) if path is not None else None
     dkim = config.dkim if config is not None else {}
-    return lambda domain: keys_for(domain, dkim)
+    loaded: dict[str, Sequence[DkimKey]] = {}  # each domain's key files read once (-bs)
+
+    def keys(domain: str) -> Sequence[DkimKey]:
+        if domain not in loaded:
+            loaded[domain] = keys_for(domain, dkim)
+        return loaded[domain]
+
+    return keys
 
 
 _CONFIGS: dict[str, Config] = {}

@@ -153,6 +153,7 @@ def _listen_for_submissions(
     from twisted.logger import Logger
 
     from mxsend.cli.sendmail import host_name
+    from mxsend.protocol._server import DEFAULT_MAX_MESSAGE_SIZE
     from mxsend.queue._intake import SenderPolicy
     from mxsend.twisted._submit import SubmissionFactory, listen_for_submissions, store_intake
 
@@ -165,7 +166,7 @@ def _listen_for_submissions(
     factory = SubmissionFactory(
         store_intake(store, SenderPolicy(host, settings)),
         clock=reactor,
-        max_size=_MAX_SUBMISSION,
+        max_size=DEFAULT_MAX_MESSAGE_SIZE,
         queued=lambda _queue_id: daemon.wake(),
         log=lambda line: log.info("{line}", line=line),
         spool_dir=str(store.root / "tmp"),
@@ -177,10 +178,6 @@ def _listen_for_submissions(
         return None
     sys.stderr.write(f"mxsend: taking submissions at {path}\n")
     return port
-
-
-#: The largest message a user may hand the daemon (the -bs and queue default).
-_MAX_SUBMISSION = 50 * 1024 * 1024
 
 
 def _share(worker: str | None) -> tuple[int, int]:

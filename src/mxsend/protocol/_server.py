@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from mxsend.protocol._address import Address, validate_domain
 from mxsend.protocol._encoder import _long_line_in
@@ -118,19 +119,21 @@ _NEED_MAIL = (503, "5.5.1", "Error: need MAIL command")
 
 #: Commands out of sequence (RFC 5321 4.1.4, 3.3; RFC 3030 2: no MAIL, RCPT or DATA amid BDAT
 #: chunks): (state, verb) -> (code, enhanced, text), as Postfix words them.
-OUT_OF_SEQUENCE: dict[tuple[ServerState, _Verb], tuple[int, str, str]] = {
-    (_S.GREETED, _V.MAIL): _FIRST,
-    (_S.GREETED, _V.RCPT): _FIRST,
-    (_S.GREETED, _V.DATA): _FIRST,
-    (_S.GREETED, _V.BDAT): _FIRST,
-    (_S.READY, _V.RCPT): _NEED_MAIL,
-    (_S.READY, _V.DATA): _NEED_MAIL,
-    (_S.READY, _V.BDAT): _NEED_MAIL,
-    (_S.MAIL, _V.MAIL): (503, "5.5.1", "Error: nested MAIL command"),
-    (_S.CHUNKING, _V.MAIL): (503, "5.5.1", "Error: MAIL after BDAT"),
-    (_S.CHUNKING, _V.RCPT): (503, "5.5.1", "Error: RCPT after BDAT"),
-    (_S.CHUNKING, _V.DATA): (503, "5.5.1", "Error: DATA after BDAT"),
-}
+OUT_OF_SEQUENCE: Mapping[tuple[ServerState, _Verb], tuple[int, str, str]] = MappingProxyType(
+    {
+        (_S.GREETED, _V.MAIL): _FIRST,
+        (_S.GREETED, _V.RCPT): _FIRST,
+        (_S.GREETED, _V.DATA): _FIRST,
+        (_S.GREETED, _V.BDAT): _FIRST,
+        (_S.READY, _V.RCPT): _NEED_MAIL,
+        (_S.READY, _V.DATA): _NEED_MAIL,
+        (_S.READY, _V.BDAT): _NEED_MAIL,
+        (_S.MAIL, _V.MAIL): (503, "5.5.1", "Error: nested MAIL command"),
+        (_S.CHUNKING, _V.MAIL): (503, "5.5.1", "Error: MAIL after BDAT"),
+        (_S.CHUNKING, _V.RCPT): (503, "5.5.1", "Error: RCPT after BDAT"),
+        (_S.CHUNKING, _V.DATA): (503, "5.5.1", "Error: DATA after BDAT"),
+    }
+)
 del _S, _V
 
 # Commands that do no work (and BDAT 0): past the junk limit each is also an error (Postfix).

@@ -512,7 +512,7 @@ class DiskStore:
             json.dumps(journal_line(r), separators=(",", ":")).encode() + b"\n" for r in decided
         )
         try:
-            if not os.path.exists(path):
+            if not claim.handle.journal:  # set at claim time when one was there already
                 self._entries_unsynced = True  # a new name in entries/
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _OPEN, 0o600)
             claim.handle.journal = True  # it exists now, whatever the write does
@@ -528,7 +528,6 @@ class DiskStore:
             finally:
                 os.close(fd)
             self._unsynced.add(path)
-            claim.handle.journal = True
             if sync:
                 self.sync()
         except OSError as exc:

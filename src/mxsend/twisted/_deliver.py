@@ -152,14 +152,15 @@ class Deliverer:
         destination = self.destination
         for index, message in enumerate(messages if not groups else ()):
             recipients = message.envelope.recipients
-            first = destination(recipients[0].address)
-            if all(destination(r.address) == first for r in recipients[1:]):
+            keys = [destination(r.address) for r in recipients]
+            first = keys[0]
+            if all(key == first for key in keys):
                 groups.setdefault(first, []).append((index, message))
                 continue
             split.add(index)
             by_domain: dict[str, list[Recipient]] = {}
-            for recipient in recipients:
-                by_domain.setdefault(self.destination(recipient.address), []).append(recipient)
+            for recipient, key in zip(recipients, keys, strict=True):
+                by_domain.setdefault(key, []).append(recipient)
             for domain, some in by_domain.items():
                 part = Message(replace(message.envelope, recipients=tuple(some)), message.content)
                 groups.setdefault(domain, []).append((index, part))

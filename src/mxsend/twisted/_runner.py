@@ -108,11 +108,14 @@ class QueueRunner:
         for start in range(0, len(ids), self._batch):
             claims = self._store.claim(ids[start : start + self._batch])
             if select is not None:
-                passed = [c for c in claims if not select(c.entry)]
-                for claim in passed:
-                    self._abandon(claim)  # untouched, as if this pass had not seen it
-                counts.total -= len(passed)
-                claims = [c for c in claims if select(c.entry)]
+                kept = []
+                for claim in claims:
+                    if select(claim.entry):
+                        kept.append(claim)
+                    else:
+                        self._abandon(claim)  # untouched, as if this pass had not seen it
+                        counts.total -= 1
+                claims = kept
             if claims:
                 await self.deliver_claims(claims, counts)
             if progress is not None:
