@@ -243,6 +243,7 @@ class _Lines:
 
 class _Transaction:
     __slots__ = (
+        "built",
         "chunked",
         "failed",
         "lines",
@@ -266,9 +267,13 @@ class _Transaction:
         self.refusal: Reply | None = None  # content refused; the reply once it ends
         self.failed = False  # a BDAT chunk was refused: the rest are discarded (RFC 3030 4.2)
         self.lines = _Lines()
+        self.built: Envelope | None = None
 
     def envelope(self) -> Envelope:
-        return Envelope(self.sender, tuple(self.recipients), self.options)
+        """The envelope, built once content starts: no recipient joins after that."""
+        if self.built is None:
+            self.built = Envelope(self.sender, tuple(self.recipients), self.options)
+        return self.built
 
 
 class ServerConnection:
