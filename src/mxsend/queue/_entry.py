@@ -79,9 +79,12 @@ class RecipientState(enum.Enum):
     DELIVERED = "delivered"  #: a server took it (2xx after the data)
     FAILED = "failed"  #: permanently refused, or given up on after the lifetime
 
-    @property
-    def decided(self) -> bool:
-        return self in (RecipientState.DELIVERED, RecipientState.FAILED)
+    decided: bool  #: delivered or failed: nothing more to do for it
+
+    def __init__(self, value: str) -> None:
+        # An attribute of each member, not a property: it is asked for every recipient
+        # in every pass.
+        self.decided = value in ("delivered", "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +108,11 @@ class QueuedRecipient:
     reply: Reply | None = None
     remote: str | None = None
     history: tuple[Attempt, ...] = ()
+    #: ``str(recipient.address)``, made once: entries look recipients up by it.
+    address: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def address(self) -> str:
-        return str(self.recipient.address)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "address", str(self.recipient.address))
 
     def after(self, attempt: Attempt, attempts: int, next_attempt: float) -> QueuedRecipient:
         """This recipient once ``attempt`` (its ``attempts``-th) has been made. The reply is
@@ -117,15 +121,15 @@ class QueuedRecipient:
         bounded = _bounded(attempt.reply)
         if bounded is not attempt.reply:
             attempt = replace(attempt, reply=bounded)
-        return replace(
-            self,
-            state=attempt.state,
-            attempts=attempts,
-            next_attempt=next_attempt,
-            last_attempt=attempt.at,
-            reply=attempt.reply,
-            remote=attempt.remote,
-            history=(*self.history, attempt)[-MAX_HISTORY:],
+        return QueuedRecipient(
+            self.recipient,
+            attempt.state,
+            attempts,
+            next_attempt,
+            attempt.at,
+            attempt.reply,
+            attempt.remote,
+            (*self.history, attempt)[-MAX_HISTORY:],
         )
 
 
@@ -168,15 +172,24 @@ class Entry:
         return Envelope(sender, recipients, self.mail)
 
     def recipient(self, address: str) -> QueuedRecipient | None:
-        return next((r for r in self.recipients if r.address == address), None)
+        for r in self.recipients:
+            if r.address == address:
+                return r
+        return None
 
     def with_recipient(self, updated: QueuedRecipient) -> Entry:
-        return replace(
-            self,
-            recipients=tuple(
-                updated if r.address == updated.address else r for r in self.recipients
-            ),
+        address = updated.address
+        return self.with_recipients(
+            tuple(updated if r.address == address else r for r in self.recipients)
         )
+
+    def with_recipients(self, recipients: tuple[QueuedRecipient, ...]) -> Entry:
+        """This entry with ``recipients`` instead (a constructor call: ``replace`` costs
+        more, and this is done for each delivered recipient)."""
+        return Entry(
+            self.id, self.sender, self.mail, recipients, self.arrival, self.held, self.warned,
+            self.uid, self.extra,
+        )  # fmt: skip
 
 
 inf = float("inf")
@@ -262,6 +275,8 @@ def entry_to_json(entry: Entry) -> dict[str, Any]:
 
 def _number(data: Mapping[str, Any], key: str, default: float | None = None) -> float:
     value = data.get(key, default)
+    if value.__class__ is float:
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise EntryFormatError(f"{key}: expected a number, got {value!r}")
     return float(value)
@@ -278,12 +293,28 @@ def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
+def _object(data: Any, what: str) -> Mapping[str, Any]:
+    # A JSON object is a dict; the ABC check (slow) only for other mappings.
+    if data.__class__ is not dict and not isinstance(data, Mapping):
+        raise EntryFormatError(f"{what} must be an object")
+    return data
+
+
+_STATES = {state.value: state for state in RecipientState}
+
+
+def _state(value: Any) -> RecipientState:
+    state = _STATES.get(value) if isinstance(value, str) else None
+    if state is None:
+        raise EntryFormatError(f"not a recipient state: {value!r}")
+    return state
+
+
 def _attempt_from_json(data: Any) -> Attempt:
-    if not isinstance(data, Mapping):
-        raise EntryFormatError("an attempt must be an object")
+    data = _object(data, "an attempt")
     return Attempt(
         _number(data, "at"),
-        RecipientState(data.get("state")),
+        _state(data.get("state")),
         reply_from_json(data.get("reply")),
         _optional_str(data, "remote"),
         _optional_str(data, "address"),
@@ -291,82 +322,91 @@ def _attempt_from_json(data: Any) -> Attempt:
 
 
 def _recipient_from_json(data: Any) -> QueuedRecipient:
-    if not isinstance(data, Mapping):
-        raise EntryFormatError("a recipient must be an object")
-    notify = data.get("notify", [])
-    if not isinstance(notify, list):
+    data = _object(data, "a recipient")
+    get = data.get
+    notify = get("notify", [])
+    if notify.__class__ is not list:
         raise EntryFormatError("notify: expected a list")
-    address = data.get("address")
+    address = get("address")
     if not isinstance(address, str):
         raise EntryFormatError("address: expected a string")
     orcpt = _optional_str(data, "orcpt")
-    options = (
-        RcptOptions(frozenset(Notify(n) for n in notify), orcpt)
-        if notify or orcpt is not None
-        else None
-    )
-    history = data.get("history", [])
-    if not isinstance(history, list):
+    history = get("history", [])
+    if history.__class__ is not list:
         raise EntryFormatError("history: expected a list")
-    attempts = data.get("attempts", 0)
-    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
+    attempts = get("attempts", 0)
+    if attempts.__class__ is not int or attempts < 0:
         raise EntryFormatError(f"attempts: expected a count, got {attempts!r}")
-    reply = data.get("reply")
+    reply = get("reply")
+    recipient = (
+        Recipient(Address.parse(address), RcptOptions(frozenset(Notify(n) for n in notify), orcpt))
+        if notify or orcpt is not None
+        else Recipient(Address.parse(address))
+    )
     return QueuedRecipient(
-        Recipient(Address.parse(address))
-        if options is None
-        else Recipient(Address.parse(address), options),
-        RecipientState(data.get("state", "pending")),
+        recipient,
+        _state(get("state", "pending")),
         attempts,
         _number(data, "next_attempt", 0.0),
         _optional_number(data, "last_attempt"),
         None if reply is None else reply_from_json(reply),
         _optional_str(data, "remote"),
-        tuple(_attempt_from_json(a) for a in history[-MAX_HISTORY:]),
+        tuple([_attempt_from_json(a) for a in history[-MAX_HISTORY:]]) if history else (),
     )
 
 
-_KNOWN = {"format", "id", "arrival", "sender", "mail", "held", "warned", "uid", "recipients"}
+_KNOWN = frozenset(
+    {"format", "id", "arrival", "sender", "mail", "held", "warned", "uid", "recipients"}
+)
+_PLAIN_MAIL = MailOptions()
 
 
 def entry_from_json(data: Any) -> Entry:
     """The entry in ``data`` (a parsed entry file); raises :class:`EntryFormatError`, or a
     core error for an address or option that is not valid."""
-    if not isinstance(data, Mapping):
-        raise EntryFormatError("an entry must be a JSON object")
-    if data.get("format") != ENTRY_FORMAT:
-        raise EntryFormatError(f"unknown entry format {data.get('format')!r}")
-    mail = data.get("mail", {})
-    recipients = data.get("recipients")
-    if not isinstance(mail, Mapping) or not isinstance(recipients, list) or not recipients:
+    data = _object(data, "an entry")
+    get = data.get
+    if get("format") != ENTRY_FORMAT:
+        raise EntryFormatError(f"unknown entry format {get('format')!r}")
+    mail = get("mail", {})
+    recipients = get("recipients")
+    if (
+        (mail.__class__ is not dict and not isinstance(mail, Mapping))
+        or recipients.__class__ is not list
+        or not recipients
+    ):
         raise EntryFormatError("an entry needs mail options and at least one recipient")
-    size = mail.get("size")
-    body, ret = mail.get("body"), mail.get("ret")
-    options = MailOptions(
-        size=int(size) if isinstance(size, int) and not isinstance(size, bool) else None,
-        body=Body(body) if body else None,
-        smtputf8=bool(mail.get("smtputf8", False)),
-        ret=Ret(ret) if ret else None,
-        envid=_optional_str(mail, "envid"),
-        requiretls=bool(mail.get("requiretls", False)),
-        require_dsn=bool(mail.get("require_dsn", False)),
-    )
-    entry_id, sender = data.get("id"), data.get("sender", "")
-    if not isinstance(entry_id, str) or not isinstance(sender, str):
+    size, body, ret, envid = mail.get("size"), mail.get("body"), mail.get("ret"), mail.get("envid")
+    smtputf8, requiretls = mail.get("smtputf8", False), mail.get("requiretls", False)
+    require_dsn = mail.get("require_dsn", False)
+    if size is envid is None and not (body or smtputf8 or ret or requiretls or require_dsn):
+        options = _PLAIN_MAIL  # the common case: no option at all
+    else:
+        options = MailOptions(
+            size=size if size.__class__ is int else None,
+            body=Body(body) if body else None,
+            smtputf8=bool(smtputf8),
+            ret=Ret(ret) if ret else None,
+            envid=_optional_str(mail, "envid"),
+            requiretls=bool(requiretls),
+            require_dsn=bool(require_dsn),
+        )
+    entry_id, sender = get("id"), get("sender", "")
+    if entry_id.__class__ is not str or not isinstance(sender, str):
         raise EntryFormatError("id and sender must be strings")
-    uid = data.get("uid")
+    uid = get("uid")
     if sender:
         Address.parse(sender)
     return Entry(
         entry_id,
         sender or None,
         options,
-        tuple(_recipient_from_json(r) for r in recipients),
+        tuple([_recipient_from_json(r) for r in recipients]),
         _number(data, "arrival"),
-        bool(data.get("held", False)),
-        bool(data.get("warned", False)),
-        uid if isinstance(uid, int) and not isinstance(uid, bool) else None,
-        {k: v for k, v in data.items() if k not in _KNOWN},
+        bool(get("held", False)),
+        bool(get("warned", False)),
+        uid if uid.__class__ is int else None,
+        {} if data.keys() <= _KNOWN else {k: v for k, v in data.items() if k not in _KNOWN},
     )
 
 
@@ -390,7 +430,7 @@ def apply_journal(entry: Entry, lines: Iterable[Mapping[str, Any]]) -> Entry:
         current = entry.recipient(str(line.get("address")))
         if current is None:
             continue  # not one of this entry's recipients: nothing to apply
-        state = RecipientState(line.get("state"))
+        state = _state(line.get("state"))
         attempts = line.get("attempts")
         if isinstance(attempts, bool) or not isinstance(attempts, int):
             raise EntryFormatError("journal: attempts must be a count")

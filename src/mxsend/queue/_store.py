@@ -33,7 +33,6 @@ import errno
 import fcntl
 import json
 import os
-import re
 import secrets
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -201,11 +200,13 @@ def _new_id(now: float) -> str:
     return f"{int(now * 1000):011x}{secrets.token_hex(5)}"
 
 
-_ID = re.compile(r"[0-9a-f]{12,64}")
+_HEX = "0123456789abcdef"
 
 
 def _valid_id(entry_id: str) -> bool:
-    return _ID.fullmatch(entry_id) is not None
+    """12 to 64 lower-case hex digits (what ``_new_id`` makes): never a path of its own."""
+    # strip() leaves something exactly when some character is not a hex digit.
+    return isinstance(entry_id, str) and 12 <= len(entry_id) <= 64 and not entry_id.strip(_HEX)
 
 
 def _os_error(what: str, exc: OSError) -> QueueError:
@@ -219,8 +220,10 @@ def _dump(entry: Entry) -> bytes:
 class _Lock:
     """An open message file with its exclusive flock; ``journal`` once it has one."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, stem: str = "") -> None:
         self.fd: int | None = fd
+        #: The entry's files without their suffix: a claimed entry's id is checked once.
+        self.stem = stem
         self.journal = False  #: the entry has a journal file (removal must take it too)
         self.finished = False  #: removed by DiskStore.finish()
 
@@ -488,7 +491,8 @@ class DiskStore:
                 lock.close()
                 return None
             lock.journal = journaled
-            body = self._name(entry_id, ".msg")
+            lock.stem = f"{self._entries_name}/{entry_id}"
+            body = lock.stem + ".msg"
             assert lock.fd is not None
             size = os.fstat(lock.fd).st_size
             if size <= _READ_WHOLE:
@@ -507,7 +511,7 @@ class DiskStore:
     ) -> None:
         if not decided:
             return
-        path = self._name(claim.entry.id, ".journal")
+        path = claim.handle.stem + ".journal"
         data = b"".join(
             json.dumps(journal_line(r), separators=(",", ":")).encode() + b"\n" for r in decided
         )
@@ -538,10 +542,11 @@ class DiskStore:
         the removal of its state file is itself the durable record (no journal line). The
         message file stays until :meth:`release` (a DSN may still quote it); should a crash
         come between, ``clean()`` removes it as an orphan."""
+        stem = claim.handle.stem
         try:
-            self._unlink(claim.entry.id, ".json")
+            _unlink(stem + ".json")
             if claim.handle.journal:  # else there is none: the lock holder would have made it
-                self._unlink(claim.entry.id, ".journal")
+                _unlink(stem + ".journal")
             claim.handle.finished = True
             self._entries_unsynced = True
             if sync:
@@ -552,7 +557,7 @@ class DiskStore:
     def release(self, claim: Claim, entry: Entry, *, sync: bool = True) -> None:
         try:
             if claim.handle.finished:
-                self._unlink(entry.id, ".msg")  # the rest went in finish()
+                _unlink(claim.handle.stem + ".msg")  # the rest went in finish()
             elif entry.done:
                 self._remove(entry.id, sync=False)
             else:
@@ -749,6 +754,11 @@ class DiskStore:
             except FileNotFoundError:
                 continue
         return removed
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _read(path: str | Path) -> bytes:

@@ -12,12 +12,13 @@ entry is released.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from mxsend.model import FailureKind, MessageReport, RecipientReport, printable
 from mxsend.protocol import (
@@ -54,6 +55,13 @@ def _undecided(claim: Claim) -> int:
 
 
 DELIVERY_LOG = Logger(namespace="mxsend.delivery")
+_STATE_OF = {Status.DELIVERED: RecipientState.DELIVERED, Status.FAILED: RecipientState.FAILED}
+_LOG_STATUS = {
+    RecipientState.DELIVERED: "sent",
+    RecipientState.DEFERRED: "deferred",
+    RecipientState.FAILED: "bounced",
+    RecipientState.PENDING: "deferred",
+}
 
 
 @dataclass
@@ -157,13 +165,18 @@ class QueueRunner:
 
         try:
             # Recipients of a destination that failed as a whole wait for it, untried.
-            held_back = [self._held_back(c.entry, started) for c in claims]
-            sending = [i for i, c in enumerate(claims) if len(held_back[i]) < _undecided(c)]
-            messages = [
-                Message(claims[i].entry.envelope(only=self._to_send(claims[i], held_back[i])),
-                        claims[i].content)
-                for i in sending
-            ]  # fmt: skip
+            if self._backoff is None or not len(self._backoff):  # nothing is left alone
+                held_back: list[dict[str, float]] = [{}] * len(claims)
+                sending = list(range(len(claims)))
+                messages = [Message(c.entry.envelope(), c.content) for c in claims]
+            else:
+                held_back = [self._held_back(c.entry, started) for c in claims]
+                sending = [i for i, c in enumerate(claims) if len(held_back[i]) < _undecided(c)]
+                messages = [
+                    Message(claims[i].entry.envelope(only=self._to_send(claims[i], held_back[i])),
+                            claims[i].content)
+                    for i in sending
+                ]  # fmt: skip
             reports = await self._delivering().deliver(
                 messages, on_decided=lambda i, report: on_decided(sending[i], report)
             )
@@ -281,10 +294,7 @@ class QueueRunner:
     def _after(
         self, current: QueuedRecipient, report: RecipientReport, now: float, entry: Entry
     ) -> QueuedRecipient:
-        state = {
-            Status.DELIVERED: RecipientState.DELIVERED,
-            Status.FAILED: RecipientState.FAILED,
-        }.get(report.status, RecipientState.DEFERRED)
+        state = _STATE_OF.get(report.status, RecipientState.DEFERRED)
         attempt = Attempt(now, state, report.reply, report.mx, report.address)
         attempts = current.attempts + 1
         next_attempt = 0.0
@@ -371,21 +381,28 @@ class QueueRunner:
         return self._policy.warning_due(arrival=entry.arrival, now=now, warned=entry.warned)
 
     def _log(self, entry: Entry, r: QueuedRecipient, rr: RecipientReport, expired: bool) -> None:
-        status = {"delivered": "sent", "deferred": "deferred", "failed": "bounced"}[r.state.value]
-        reply = printable(" ".join(line for line in rr.reply.lines if line))
+        status = _LOG_STATUS[r.state]
+        reply = rr.reply
+        text = printable(" ".join(line for line in reply.lines if line))
         relay = printable(f"{rr.mx}[{rr.address}]") if rr.mx else "none"
-        delay = self._clock.seconds() - entry.arrival
-        dsn = str(rr.reply.enhanced) if rr.reply.enhanced else f"{rr.reply.code // 100}.0.0"
+        now = self._clock.seconds()
+        delay = now - entry.arrival
+        dsn = str(reply.enhanced) if reply.enhanced else f"{reply.code // 100}.0.0"
         # The line is made here (an f-string) and the fields ride along for JSON observers:
         # a format string parsed for every event costs more than the delivery it reports.
         line = (
             f"{entry.id}: to=<{r.address}>, relay={relay}, delay={delay:.1f}, "
-            f"attempts={r.attempts}, dsn={dsn}, status={status} ({rr.reply.code} {reply})"
+            f"attempts={r.attempts}, dsn={dsn}, status={status} ({reply.code} {text})"
             f"{', lifetime expired' if expired else ''}"
         )
-        DELIVERY_LOG.info(
-            "{line}", line=line, id=entry.id, recipient=r.address, relay=relay, delay=delay,
-            attempts=r.attempts, dsn=dsn, status=status, code=rr.reply.code, reply=reply,
+        # The event Logger.info would make, handed to its observer directly: one per
+        # recipient, so Logger.emit's checks of the level and the format are left out.
+        DELIVERY_LOG.observer(
+            {"line": line, "id": entry.id, "recipient": r.address, "relay": relay,
+             "delay": delay, "attempts": r.attempts, "dsn": dsn, "status": status,
+             "code": reply.code, "reply": text, "log_logger": DELIVERY_LOG,
+             "log_level": LogLevel.info, "log_namespace": DELIVERY_LOG.namespace,
+             "log_source": None, "log_format": "{line}", "log_time": time.time()}
         )  # fmt: skip
 
     def _bounce(
