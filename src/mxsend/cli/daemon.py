@@ -125,7 +125,7 @@ def build_daemon(
             backoff=backoff,
         )  # fmt: skip
 
-    share = _share(getattr(args, "worker", None))
+    share = daemon_share(args)
     return QueueDaemon(
         store, make_runner, clock=clock, workers=args.workers, poll=args.poll,
         grace=args.grace, share=share,
@@ -180,9 +180,17 @@ def _listen_for_submissions(
     return port
 
 
-def _share(worker: str | None) -> tuple[int, int]:
+def daemon_share(args: argparse.Namespace) -> tuple[int, int]:
+    """(k, n): this process takes first the due entries whose id hashes to k of n. The
+    first process of ``--processes N`` takes 0 of N; its children, ``--worker K/N``, the
+    others."""
+    worker = getattr(args, "worker", None)
     if worker is None:
-        return (0, 1)
+        return (0, max(1, getattr(args, "processes", 1)))
+    return _share(worker)
+
+
+def _share(worker: str) -> tuple[int, int]:
     k, _, n = worker.partition("/")
     if not (k.isdigit() and n.isdigit() and int(k) < int(n)):
         raise UserError(Exit.USAGE, f"--worker takes K/N, got {worker!r}")

@@ -455,7 +455,7 @@ class DiskStore:
         try:
             lock = self._lock(entry_id)
         except FileNotFoundError:
-            if any(self._path(entry_id, s).exists() for s in (".json", ".held")):
+            if any(os.path.lexists(self._name(entry_id, s)) for s in (".json", ".held")):
                 self._move_aside(entry_id, "its message file is missing")
             return None  # else: delivered and removed meanwhile
         except OSError as exc:

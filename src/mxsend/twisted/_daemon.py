@@ -138,7 +138,10 @@ class QueueDaemon(Service):
         k, n = self._share
         if n > 1:
             mine = [i for i in ids if int(i[-4:], 16) % n == k]
-            ids = mine or ids  # the others' share too, when there is none of its own
+            # With none of its own left, it helps with the others' share from its far end,
+            # latest first, while they work from the front: they meet once, in the middle,
+            # instead of reaching for the same entries all the way.
+            ids = mine or ids[::-1]
         for start in range(0, len(ids), self._batch):
             while len(self._inflight) >= self._workers and not self._stopping:
                 await self._sleep(self._poll)  # woken when a batch ends

@@ -1,0 +1,75 @@
+"""How the delivery daemon shares a queue among the processes of ``--processes N``: each
+takes its own share first, then helps with the others' from their far end."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from twisted.internet.task import Clock
+
+from mxsend.cli.daemon import daemon_share
+from mxsend.protocol import Envelope, Message
+from mxsend.queue import Claim, MemoryStore, new_entry
+from mxsend.queue._entry import QueuedRecipient, RecipientState
+from mxsend.twisted import QueueDaemon
+from mxsend.twisted._runner import PassCounts
+
+
+class _Delivering:
+    """Stands in for a QueueRunner: every claimed entry is delivered at once, in order."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.delivered: list[str] = []
+
+    async def deliver_claims(self, claims: Sequence[Claim], counts: PassCounts) -> None:
+        for claim in claims:
+            self.delivered.append(claim.entry.id)
+            done = tuple(
+                QueuedRecipient(r.recipient, RecipientState.DELIVERED, 1)
+                for r in claim.entry.recipients
+            )
+            self.store.release(claim, claim.entry.with_recipients(done))
+
+
+def _queued(store: MemoryStore, count: int) -> list[str]:
+    ids = []
+    for n in range(count):
+        message = Message(Envelope.build("a@example.com", [f"b{n}@example.net"]), b"x\r\n")
+        entry = new_entry(message, now=1000.0 + n)  # due one after the other
+        store.enqueue([(entry, message)])
+        ids.append(entry.id)
+    return ids
+
+
+def _share_of(entry_id: str, n: int) -> int:
+    return int(entry_id[-4:], 16) % n
+
+
+def test_a_process_takes_its_share_then_the_others_latest_first() -> None:
+    clock = Clock()
+    clock.advance(2000)
+    store = MemoryStore(clock=clock.seconds)
+    ids = _queued(store, 60)
+    runner = _Delivering(store)
+    mine = [i for i in ids if _share_of(i, 2) == 1]
+    others = [i for i in ids if _share_of(i, 2) == 0]
+    assert mine and others
+    daemon = QueueDaemon(
+        store, lambda: runner,  # type: ignore[arg-type, return-value]
+        clock=clock, workers=1, batch=5, poll=1.0, share=(1, 2),
+    )  # fmt: skip
+    daemon.startService()
+    for _ in range(5):
+        clock.advance(1.0)
+    daemon.stopService()
+    assert runner.delivered == mine + others[::-1]
+    assert store.scan(None) == []
+
+
+def test_the_first_of_several_processes_takes_share_zero_of_n() -> None:
+    # It used to take (0, 1), every entry, and reached for its children's share all along.
+    assert daemon_share(argparse.Namespace(processes=3, worker=None)) == (0, 3)
+    assert daemon_share(argparse.Namespace(processes=3, worker="2/3")) == (2, 3)
+    assert daemon_share(argparse.Namespace(processes=1, worker=None)) == (0, 1)
