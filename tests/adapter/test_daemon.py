@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from mxsend.cli.daemon import daemon_share
@@ -73,3 +74,50 @@ def test_the_first_of_several_processes_takes_share_zero_of_n() -> None:
     assert daemon_share(argparse.Namespace(processes=3, worker=None)) == (0, 3)
     assert daemon_share(argparse.Namespace(processes=3, worker="2/3")) == (2, 3)
     assert daemon_share(argparse.Namespace(processes=1, worker=None)) == (0, 1)
+
+
+class _Recording(MemoryStore):
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock=clock.seconds)
+        self.asked: list[list[str]] = []
+
+    def claim(self, ids: Sequence[str]) -> list[Claim]:
+        self.asked.append(list(ids))
+        return super().claim(ids)
+
+
+class _Waiting(_Delivering):
+    """Holds every batch until told to let them go."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        super().__init__(store)
+        self.waiting: list[Deferred[None]] = []
+
+    async def deliver_claims(self, claims: Sequence[Claim], counts: PassCounts) -> None:
+        gate: Deferred[None] = Deferred()
+        self.waiting.append(gate)
+        await gate
+        await super().deliver_claims(claims, counts)
+
+
+def test_a_scan_while_batches_are_in_flight_leaves_them_to_the_process() -> None:
+    clock = Clock()
+    clock.advance(2000)
+    store = _Recording(clock)
+    ids = _queued(store, 12)
+    runner = _Waiting(store)
+    daemon = QueueDaemon(
+        store, lambda: runner,  # type: ignore[arg-type, return-value]
+        clock=clock, workers=2, batch=5, poll=1.0,
+    )  # fmt: skip
+    daemon.startService()
+    assert store.asked == [ids[:5], ids[5:10]]  # two workers busy; the third batch waits
+    runner.waiting[0].callback(None)  # the first batch ends: its worker takes the rest
+    assert store.asked[2] == ids[10:]
+    clock.advance(1.0)  # a scan while batches 2 and 3 are in flight: it waits for a worker
+    runner.waiting[1].callback(None)  # one is free: nothing it scanned is for it to claim
+    assert store.asked[3:] == []
+    runner.waiting[2].callback(None)
+    clock.advance(1.0)
+    daemon.stopService()
+    assert sorted(runner.delivered) == sorted(ids)

@@ -55,6 +55,9 @@ class QueueDaemon(Service):
         self._share = share
         self._runner: QueueRunner | None = None
         self._inflight: set[Deferred[None]] = set()
+        #: Ids this process has claimed and not yet let go: a scan while their batches are
+        #: in flight finds them still queued, and claiming them again could only fail.
+        self._held: set[str] = set()
         self._wakeup: Deferred[None] | None = None
         self._loop: Deferred[None] | None = None
         self._stopping = False
@@ -135,6 +138,8 @@ class QueueDaemon(Service):
     async def _dispatch(self) -> None:
         """Claim due entries batch by batch while workers are free."""
         ids = self._store.scan(self._clock.seconds())
+        if self._held:
+            ids = [i for i in ids if i not in self._held]
         k, n = self._share
         if n > 1:
             mine = [i for i in ids if int(i[-4:], 16) % n == k]
@@ -153,11 +158,14 @@ class QueueDaemon(Service):
 
     def _start(self, claims: Sequence[Claim]) -> None:
         assert self._runner is not None
+        held = [claim.entry.id for claim in claims]
+        self._held.update(held)
         job = Deferred.fromCoroutine(self._runner.deliver_claims(claims, self.counts))
         self._inflight.add(job)
 
         def ended(result: object) -> object:
             self._inflight.discard(job)
+            self._held.difference_update(held)
             self.wake()  # a free worker, and perhaps more due work
             return None
 
