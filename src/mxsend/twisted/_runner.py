@@ -166,9 +166,9 @@ class QueueRunner:
         try:
             # Recipients of a destination that failed as a whole wait for it, untried.
             if self._backoff is None or not len(self._backoff):  # nothing is left alone
-                held_back: list[dict[str, float]] = [{}] * len(claims)
-                sending = list(range(len(claims)))
-                messages = [Message(c.entry.envelope(), c.content) for c in claims]
+                held_back: list[dict[str, float]] = [{}] * len(claims)  # read, never changed
+                sending = [i for i, c in enumerate(claims) if _undecided(c)]
+                messages = [Message(claims[i].entry.envelope(), claims[i].content) for i in sending]
             else:
                 held_back = [self._held_back(c.entry, started) for c in claims]
                 sending = [i for i, c in enumerate(claims) if len(held_back[i]) < _undecided(c)]
