@@ -22,7 +22,7 @@ from mxsend.cli._common import (
     timeouts_help,
     tune_gc,
 )
-from mxsend.cli.queue import _RETRY_HELP, delivery_log, retry_arguments, retry_policy
+from mxsend.cli.queue import _RETRY_HELP, delivery_logging, retry_arguments, retry_policy
 from mxsend.cli.send import (
     delivery_arguments,
     delivery_options,
@@ -261,12 +261,20 @@ async def run(
     options: DeliveryOptions,
     policy: RetryPolicy,
 ) -> Exit:
+    with delivery_logging(args.log_format, reactor):
+        return await _serve(reactor, store, args, options, policy)
+
+
+async def _serve(
+    reactor: Any,
+    store: DiskStore,
+    args: argparse.Namespace,
+    options: DeliveryOptions,
+    policy: RetryPolicy,
+) -> Exit:
     from twisted.internet.defer import Deferred
     from twisted.internet.task import LoopingCall
-    from twisted.logger import globalLogPublisher
 
-    observer = delivery_log(args.log_format)
-    globalLogPublisher.addObserver(observer)
     daemon = build_daemon(reactor, store, args, options, policy)
     stopped: Deferred[Exit] = Deferred()
     children = _Children(args) if args.worker is None and args.processes > 1 else None
@@ -295,7 +303,4 @@ async def run(
     else:
         sys.stderr.write(f"mxsend: daemon serving {store.root}\n")
         sys.stderr.flush()
-    try:
-        return await stopped
-    finally:
-        globalLogPublisher.removeObserver(observer)
+    return await stopped

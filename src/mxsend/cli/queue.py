@@ -9,11 +9,12 @@ safe beside a running daemon: an entry is changed or delivered only under its lo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, cast
 
 from mxsend._exits import Exit
 from mxsend.cli._common import (
@@ -37,7 +38,7 @@ from mxsend.cli.send import (
 )
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IReactorTCP
+    from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
 
     from mxsend.queue import Entry, QueueStore, RetryPolicy
     from mxsend.twisted import PassCounts
@@ -281,7 +282,6 @@ def bounce(store: QueueStore, args: argparse.Namespace) -> int:
     DSN (none for a bounce), the entry goes."""
     from twisted.internet import reactor
     from twisted.internet.interfaces import IReactorTime
-    from twisted.logger import globalLogPublisher
 
     from mxsend.twisted import QueueRunner
 
@@ -289,15 +289,11 @@ def bounce(store: QueueStore, args: argparse.Namespace) -> int:
     claims = store.claim([entry.id])
     if not claims:
         raise UserError(Exit.TEMPFAIL, f"queue entry {entry.id} is being delivered now; try again")
-    observer = delivery_log("text")
-    globalLogPublisher.addObserver(observer)
-    try:
+    with delivery_logging("text"):
         clock = IReactorTime(reactor)
         reporting_mta = local_name(apply_config(args).hostname)
         runner = QueueRunner(store, None, clock=clock, reporting_mta=reporting_mta)
         queued = runner.return_to_sender(claims[0], "returned to the sender by the postmaster")
-    finally:
-        globalLogPublisher.removeObserver(observer)
     sys.stdout.write(f"{entry.id}: bounced{'; DSN queued' if queued else ''}\n")
     return int(Exit.OK)
 
@@ -327,8 +323,10 @@ _COMMANDS: dict[str, Callable[[QueueStore, argparse.Namespace], int]] = {
 # -- a queue run -------------------------------------------------------------------------------
 
 
-def delivery_log(log_format: str) -> Any:
-    """A twisted.logger observer writing the delivery log to stderr, text or JSON lines."""
+def delivery_log(log_format: str, clock: IReactorTime | None = None) -> Any:
+    """A twisted.logger observer writing the delivery log to stderr, text or JSON lines.
+    With ``clock``, the lines of one turn of the reactor go out in one write at its end
+    (one per recipient otherwise); ``flush()`` writes what waits."""
     from twisted.logger import ILogObserver, formatEvent
     from zope.interface import implementer
 
@@ -336,6 +334,10 @@ def delivery_log(log_format: str) -> Any:
 
     @implementer(ILogObserver)
     class DeliveryLog:
+        def __init__(self) -> None:
+            self._lines: list[str] = []
+            self._call: IDelayedCall | None = None
+
         def __call__(self, event: dict[str, Any]) -> None:
             if event.get("log_namespace") != "mxsend.delivery":
                 return
@@ -345,11 +347,76 @@ def delivery_log(log_format: str) -> Any:
                 record["message"] = text
                 if "delay" in record:
                     record["delay"] = round(float(record["delay"]), 3)
-                sys.stderr.write(json.dumps(record) + "\n")
+                self._write(json.dumps(record) + "\n")
             else:
-                sys.stderr.write(f"mxsend: {text}\n")
+                self._write(f"mxsend: {text}\n")
+
+        def _write(self, line: str) -> None:
+            if clock is None:
+                sys.stderr.write(line)
+                return
+            self._lines.append(line)
+            if len(self._lines) >= _LOG_BATCH:
+                self.flush()
+            elif self._call is None:
+                self._call = clock.callLater(0, self.flush)
+
+        def flush(self) -> None:
+            call, self._call = self._call, None
+            if call is not None and call.active():
+                call.cancel()
+            if self._lines:
+                text = "".join(self._lines)
+                self._lines.clear()
+                sys.stderr.write(text)
+                sys.stderr.flush()
 
     return DeliveryLog()
+
+
+#: Delivery log lines held for one write at most.
+_LOG_BATCH = 1000
+
+
+@contextlib.contextmanager
+def delivery_logging(log_format: str, clock: IReactorTime | None = None) -> Iterator[None]:
+    """The delivery log on stderr while the block runs (see :func:`delivery_log`)."""
+    from twisted.logger import globalLogPublisher
+
+    observer = delivery_log(log_format, clock)
+    _begin_logging()
+    globalLogPublisher.addObserver(observer)
+    try:
+        yield
+    finally:
+        globalLogPublisher.removeObserver(observer)
+        observer.flush()
+
+
+def _begin_logging() -> None:
+    """Begin Twisted's logging (once a process) with only an observer that prints critical
+    events (unhandled errors), as Twisted does before it begins. Until then every event
+    also went through a buffer and a level filter: for the delivery log, one per recipient."""
+    if _BEGUN:
+        return
+    import warnings
+
+    from twisted.logger import ILogObserver, LogLevel, eventAsText, globalLogBeginner
+
+    def critical(event: dict[str, Any]) -> None:
+        if event.get("log_level") is LogLevel.critical:
+            text = eventAsText(event, includeTimestamp=False, includeSystem=False)
+            sys.stderr.write(f"{text}\n")
+
+    shown = warnings.showwarning  # Python's warnings stay as they are: on stderr
+    globalLogBeginner.beginLoggingTo(
+        [cast(ILogObserver, critical)], discardBuffer=True, redirectStandardIO=False
+    )
+    warnings.showwarning = shown
+    _BEGUN.append(True)
+
+
+_BEGUN: list[bool] = []
 
 
 class _Progress:
@@ -383,27 +450,23 @@ async def run(
 ) -> Exit:
     """One pass over every entry; print what it did."""
     from twisted.internet.interfaces import IReactorTime
-    from twisted.logger import globalLogPublisher
 
     from mxsend.twisted import Deliverer, DNSRouter, QueueRunner
 
-    observer = delivery_log(args.log_format)
-    globalLogPublisher.addObserver(observer)
     progress = _Progress()
-    try:
-        router = DNSRouter.asking(args.dns, reactor)
-        deliverer = Deliverer(reactor, router, options, routes=delivery_routes(args))
-        runner = QueueRunner(
-            store,
-            deliverer,
-            clock=IReactorTime(reactor),
-            policy=policy,
-            reporting_mta=options.helo_name,
-        )
-        counts = await runner.run_pass(due_only=False, progress=progress, select=selection(args))
-    finally:
-        progress.done()
-        globalLogPublisher.removeObserver(observer)
+    clock = IReactorTime(reactor)
+    with delivery_logging(args.log_format, clock):
+        try:
+            router = DNSRouter.asking(args.dns, reactor)
+            deliverer = Deliverer(reactor, router, options, routes=delivery_routes(args))
+            runner = QueueRunner(
+                store, deliverer, clock=clock, policy=policy, reporting_mta=options.helo_name
+            )
+            counts = await runner.run_pass(
+                due_only=False, progress=progress, select=selection(args)
+            )
+        finally:
+            progress.done()
     summary = {
         "entries": counts.entries,
         "delivered": counts.delivered,
