@@ -1,5 +1,6 @@
-"""How the delivery daemon shares a queue among the processes of ``--processes N``: each
-takes its own share first, then helps with the others' from their far end."""
+"""How the delivery daemon claims: among the processes of ``--processes N`` each takes its
+own share first, then helps with the others' from their far end; and a scan while batches
+are in flight never reaches for what they hold."""
 
 from __future__ import annotations
 
