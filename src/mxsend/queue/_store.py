@@ -370,8 +370,13 @@ class DiskStore:
             entry = entry_from_json(json.loads(data))
             if entry.id != entry_id:
                 raise EntryFormatError(f"the file says it is entry {entry.id!r}")
+            journal_path = self._name(entry_id, ".journal")
+            # Most entries have none: asked without the cost of raising FileNotFoundError.
+            # A claim's holder is the only writer, so under a claim none appears meanwhile.
+            if not os.access(journal_path, os.F_OK, follow_symlinks=False):
+                return entry, suffix, False
             try:
-                journal = _read(self._name(entry_id, ".journal"))
+                journal = _read(journal_path)
             except FileNotFoundError:
                 return entry, suffix, False
             return self._replay(entry, journal), suffix, True
@@ -776,10 +781,9 @@ def _read(path: str | Path) -> bytes:
 def _read_all(fd: int) -> bytes:
     """Everything from ``fd``'s position to its end, with plain reads (no file object)."""
     chunks = []
-    want = max(os.fstat(fd).st_size, 4096)
-    while chunk := os.read(fd, want):
+    while chunk := os.read(fd, _CHUNK):  # an entry file is one read and the end's
         chunks.append(chunk)
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _read_exactly(fd: int, size: int) -> bytes:
