@@ -8,11 +8,11 @@ import argparse
 from collections.abc import Sequence
 
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 
 from mxsend.cli.daemon import daemon_share
 from mxsend.protocol import Envelope, Message
-from mxsend.queue import Claim, MemoryStore, new_entry
+from mxsend.queue import Claim, Entry, MemoryStore, new_entry
 from mxsend.queue._entry import QueuedRecipient, RecipientState
 from mxsend.twisted import QueueDaemon
 from mxsend.twisted._runner import PassCounts
@@ -43,6 +43,15 @@ def _queued(store: MemoryStore, count: int) -> list[str]:
         store.enqueue([(entry, message)])
         ids.append(entry.id)
     return ids
+
+
+def _fresh(now: float, share: int) -> tuple[Entry, Message]:
+    """A new entry whose id falls in ``share`` of 2."""
+    while True:
+        message = Message(Envelope.build("a@example.com", ["b@example.net"]), b"x\r\n")
+        entry = new_entry(message, now=now)
+        if _share_of(entry.id, 2) == share:
+            return entry, message
 
 
 def _share_of(entry_id: str, n: int) -> int:
@@ -122,3 +131,41 @@ def test_a_scan_while_batches_are_in_flight_leaves_them_to_the_process() -> None
     clock.advance(1.0)
     daemon.stopService()
     assert sorted(runner.delivered) == sorted(ids)
+
+
+class _Slow(_Delivering):
+    """Each batch takes a second of the clock."""
+
+    def __init__(self, store: MemoryStore, clock: Clock) -> None:
+        super().__init__(store)
+        self.clock = clock
+
+    async def deliver_claims(self, claims: Sequence[Claim], counts: PassCounts) -> None:
+        await deferLater(self.clock, 1.0, lambda: None)
+        await super().deliver_claims(claims, counts)
+
+
+def test_another_share_is_delivered_however_busy_a_process_is_with_its_own() -> None:
+    # The process that owns it may have died: every pass goes on to the others' entries
+    # once it has claimed its own, even while new mail of its own keeps coming.
+    clock = Clock()
+    clock.advance(2000)
+    store = MemoryStore(clock=clock.seconds)
+    runner = _Slow(store, clock)
+    daemon = QueueDaemon(
+        store, lambda: runner,  # type: ignore[arg-type, return-value]
+        clock=clock, workers=2, batch=5, poll=1.0, share=(0, 2),
+    )  # fmt: skip
+    daemon.startService()
+    orphan = None
+    for tick in range(240):  # new mail, each with a wake, 12 a second
+        share = 1 if tick == 24 else 0  # one of the other share, once this one is busy
+        entry, message = _fresh(clock.seconds(), share)
+        store.enqueue([(entry, message)])
+        orphan = entry.id if share else orphan
+        daemon.wake()
+        clock.advance(1 / 12)
+        if orphan in runner.delivered:
+            break
+    daemon.stopService()
+    assert orphan in runner.delivered, f"not delivered among {len(runner.delivered)}"

@@ -696,9 +696,23 @@ def _unknown_format(entries: Path, entry_id: str) -> None:
     path.write_text(json.dumps(data))
 
 
+def _huge_number(entries: Path, entry_id: str) -> None:
+    # float() of it raises OverflowError, which once escaped as no format error.
+    path = entries / f"{entry_id}.json"
+    text = path.read_text()
+    path.write_text(text.replace('"arrival":', '"arrival":1' + "0" * 400 + ',"was":', 1))
+
+
+def _nested(entries: Path, entry_id: str) -> None:
+    # Deeper than the JSON parser's recursion: a RecursionError once.
+    (entries / f"{entry_id}.json").write_bytes(b"[" * 200_000 + b"]" * 200_000)
+
+
 CORRUPTIONS: dict[str, Callable[[Path, str], None]] = {
     "garbage": _garbage,
     "format 99": _unknown_format,
+    "a huge number": _huge_number,
+    "nested too deeply": _nested,
 }
 
 
@@ -1003,8 +1017,15 @@ def test_stats_count_by_state_and_by_destination(store: QueueStore) -> None:
 
 @pytest.mark.parametrize(
     "bad_line",
-    [b"{this is not json\n", b"42\n", b"[]\n", b'{"address": 3}\n', b'{"addr'],
-    ids=["not json", "a number", "a list", "bad fields", "torn by a crash"],
+    [
+        b"{this is not json\n",
+        b"42\n",
+        b"[]\n",
+        b'{"address": 3}\n',
+        b'{"addr',
+        b"[" * 200_000 + b"\n",
+    ],
+    ids=["not json", "a number", "a list", "bad fields", "torn by a crash", "nested too deeply"],
 )
 def test_a_journal_line_that_cannot_be_used_is_left_out(tmp_path: Path, bad_line: bytes) -> None:
     # Leaving a line out can only cost a duplicate; moving the entry aside would lose mail.

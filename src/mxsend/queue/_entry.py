@@ -279,7 +279,10 @@ def _number(data: Mapping[str, Any], key: str, default: float | None = None) -> 
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise EntryFormatError(f"{key}: expected a number, got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        raise EntryFormatError(f"{key}: out of range") from None
 
 
 def _optional_number(data: Mapping[str, Any], key: str) -> float | None:

@@ -367,13 +367,16 @@ class DiskStore:
                 data = _read(self._name(entry_id, suffix))
             except FileNotFoundError:
                 continue
-            entry = entry_from_json(json.loads(data))
+            entry = entry_from_json(_parse(data))
             if entry.id != entry_id:
                 raise EntryFormatError(f"the file says it is entry {entry.id!r}")
             journal_path = self._name(entry_id, ".journal")
             # Most entries have none: asked without the cost of raising FileNotFoundError.
             # A claim's holder is the only writer, so under a claim none appears meanwhile.
-            if not os.access(journal_path, os.F_OK, follow_symlinks=False):
+            # Plain access(2): faccessat2, which follow_symlinks=False needs, is refused by
+            # some sandboxes, and every journal would then be missed. A symbolic link that
+            # leads nowhere is missed instead: it holds nothing, and clean() removes it.
+            if not os.access(journal_path, os.F_OK):
                 return entry, suffix, False
             try:
                 journal = _read(journal_path)
@@ -390,7 +393,7 @@ class DiskStore:
             if not raw.strip():
                 continue
             try:
-                line = json.loads(raw)
+                line = _parse(raw)
                 if not isinstance(line, dict):
                     raise EntryFormatError("a journal line must be an object")
                 entry = apply_journal(entry, [line])
@@ -763,6 +766,15 @@ class DiskStore:
             except FileNotFoundError:
                 continue
         return removed
+
+
+def _parse(data: bytes) -> Any:
+    """JSON from an entry or journal file; nesting too deep for the parser is a format
+    error (the entry is moved aside), never a RecursionError for the caller."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise EntryFormatError("nested too deeply") from None
 
 
 def _unlink(path: str) -> None:

@@ -142,11 +142,15 @@ class QueueDaemon(Service):
             ids = [i for i in ids if i not in self._held]
         k, n = self._share
         if n > 1:
-            mine = [i for i in ids if int(i[-4:], 16) % n == k]
-            # With none of its own left, it helps with the others' share from its far end,
-            # latest first, while they work from the front: they meet once, in the middle,
-            # instead of reaching for the same entries all the way.
-            ids = mine or ids[::-1]
+            mine: list[str] = []
+            others: list[str] = []
+            for i in ids:
+                (mine if int(i[-4:], 16) % n == k else others).append(i)
+            # Its own share first; then the others', from their far end, latest first,
+            # while they work from the front: they meet once, in the middle, instead of
+            # reaching for the same entries all the way. Every pass goes on to them, so a
+            # share whose process has died is still delivered, however busy this one is.
+            ids = mine + others[::-1]
         for start in range(0, len(ids), self._batch):
             while len(self._inflight) >= self._workers and not self._stopping:
                 await self._sleep(self._poll)  # woken when a batch ends
