@@ -296,11 +296,15 @@ def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
     return value
 
 
-def _object(data: Any, what: str) -> Mapping[str, Any]:
+def _is_object(data: Any) -> bool:
     # A JSON object is a dict; the ABC check (slow) only for other mappings.
-    if data.__class__ is not dict and not isinstance(data, Mapping):
+    return data.__class__ is dict or isinstance(data, Mapping)
+
+
+def _object(data: Any, what: str) -> Mapping[str, Any]:
+    if not _is_object(data):
         raise EntryFormatError(f"{what} must be an object")
-    return data
+    return data  # type: ignore[no-any-return]
 
 
 _STATES = {state.value: state for state in RecipientState}
@@ -373,11 +377,7 @@ def entry_from_json(data: Any) -> Entry:
         raise EntryFormatError(f"unknown entry format {get('format')!r}")
     mail = get("mail", {})
     recipients = get("recipients")
-    if (
-        (mail.__class__ is not dict and not isinstance(mail, Mapping))
-        or recipients.__class__ is not list
-        or not recipients
-    ):
+    if not _is_object(mail) or recipients.__class__ is not list or not recipients:
         raise EntryFormatError("an entry needs mail options and at least one recipient")
     size, body, ret, envid = mail.get("size"), mail.get("body"), mail.get("ret"), mail.get("envid")
     smtputf8, requiretls = mail.get("smtputf8", False), mail.get("requiretls", False)

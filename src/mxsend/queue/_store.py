@@ -630,10 +630,7 @@ class DiskStore:
             _fsync_dir(self._entries)
 
     def _unlink(self, entry_id: str, suffix: str) -> None:
-        if not _valid_id(entry_id):
-            raise NoSuchEntryError(f"no queue entry {entry_id!r}")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{self._entries_name}/{entry_id}{suffix}")
+        _unlink(self._name(entry_id, suffix))
 
     def _remove(self, entry_id: str, *, sync: bool = True) -> None:
         # The entry file goes first: from then on no reader sees the entry. Should a crash

@@ -165,18 +165,14 @@ class QueueRunner:
 
         try:
             # Recipients of a destination that failed as a whole wait for it, untried.
-            if self._backoff is None or not len(self._backoff):  # nothing is left alone
-                held_back: list[dict[str, float]] = [{}] * len(claims)  # read, never changed
-                sending = [i for i, c in enumerate(claims) if _undecided(c)]
-                messages = [Message(claims[i].entry.envelope(), claims[i].content) for i in sending]
-            else:
-                held_back = [self._held_back(c.entry, started) for c in claims]
-                sending = [i for i, c in enumerate(claims) if len(held_back[i]) < _undecided(c)]
-                messages = [
-                    Message(claims[i].entry.envelope(only=self._to_send(claims[i], held_back[i])),
-                            claims[i].content)
-                    for i in sending
-                ]  # fmt: skip
+            held_back = [self._held_back(c.entry, started) for c in claims]
+            sending = [i for i, c in enumerate(claims) if len(held_back[i]) < _undecided(c)]
+            messages = [
+                Message(claims[i].entry.envelope(
+                            only=self._to_send(claims[i], held_back[i]) if held_back[i] else None),
+                        claims[i].content)
+                for i in sending
+            ]  # fmt: skip
             reports = await self._delivering().deliver(
                 messages, on_decided=lambda i, report: on_decided(sending[i], report)
             )
@@ -205,7 +201,7 @@ class QueueRunner:
 
     def _held_back(self, entry: Entry, now: float) -> dict[str, float]:
         """The undecided recipients whose destination is left alone, and until when."""
-        if self._backoff is None:
+        if self._backoff is None or not len(self._backoff):  # none is: nothing to look up
             return {}
         out = {}
         for r in entry.recipients:
@@ -385,8 +381,7 @@ class QueueRunner:
         reply = rr.reply
         text = printable(" ".join(line for line in reply.lines if line))
         relay = printable(f"{rr.mx}[{rr.address}]") if rr.mx else "none"
-        now = self._clock.seconds()
-        delay = now - entry.arrival
+        delay = self._clock.seconds() - entry.arrival
         dsn = str(reply.enhanced) if reply.enhanced else f"{reply.code // 100}.0.0"
         # The line is made here (an f-string) and the fields ride along for JSON observers:
         # a format string parsed for every event costs more than the delivery it reports.
