@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
 __all__ = [
+    "COMMIT_INTERVAL",
     "LAST_TIME",
     "OPEN",
     "UnusableQueueError",
@@ -26,6 +27,11 @@ __all__ = [
 
 #: Opening a queue file never follows a symlink, and never leaks into a child.
 OPEN = os.O_NOFOLLOW | os.O_CLOEXEC
+#: Seconds a delivery record (journal line, removed entry) may wait for the group commit
+#: that makes it survive a crash of the machine; a crash of the process loses none. A commit
+#: at the end of every reactor turn cost about 15% of the drain rate here (Postfix does not
+#: sync its delivery records at all).
+COMMIT_INTERVAL = 0.2
 #: An entry with nothing left to try is never due; file times end somewhere (year 9999).
 LAST_TIME = 253402300799.0
 

@@ -330,3 +330,59 @@ def test_a_pass_may_take_only_the_entries_it_selects() -> None:
     [left] = list(store.entries())
     assert left.sender == "a@x.test" and left.recipients[0].state is RecipientState.PENDING
     assert store.claim([left.id])  # not held by the pass
+
+
+class CountingSyncs(MemoryStore):
+    syncs = 0
+
+    def sync(self) -> None:
+        self.syncs += 1
+        super().sync()
+
+
+class HangingDeliverer(ScriptedDeliverer):
+    """Decides the first recipient at once, then leaves the batch in flight until ``go``."""
+
+    def __init__(self) -> None:
+        super().__init__(always(Status.DELIVERED, reply(250, "2.0.0 ok")))
+        self.go: Deferred[list[MessageReport]] = Deferred()
+
+    def deliver(
+        self, messages: Sequence[Message], *, on_decided: Any = None
+    ) -> Deferred[list[MessageReport]]:
+        [done] = super().deliver(messages, on_decided=on_decided).result
+        return self.go.addCallback(lambda _: [done])
+
+
+def test_delivery_records_are_committed_within_the_interval_and_at_the_batch_end() -> None:
+    for interval, steps in ((0.2, (0.19, 0.02)), (0.0, (0.0,))):
+        store, c = CountingSyncs(clock=lambda: 0.0), clock()
+        queue_one(store, ["b@example.net"])
+        deliverer = HangingDeliverer()
+        pass_ = QueueRunner(
+            store, deliverer, clock=c, reporting_mta="mx.local.test", commit_interval=interval
+        )
+        done: list[PassCounts] = []
+        Deferred.fromCoroutine(pass_.run_pass()).addCallback(done.append)
+        # Recorded (the entry is gone from a crash of the process), not yet synced.
+        assert store.syncs == 0 and not done
+        for step in steps[:-1]:
+            c.advance(step)
+            assert store.syncs == 0, (interval, step)
+        c.advance(steps[-1])
+        assert store.syncs == 1, interval  # the group commit, with the batch still in flight
+        c.advance(60)
+        assert store.syncs == 1  # nothing new to commit: no other call was left behind
+        deliverer.go.callback(None)
+        assert done and done[0].delivered == 1
+        assert store.syncs >= 2  # and the batch's end commits what its release wrote
+
+
+def test_the_commit_interval_is_bounded() -> None:
+    for bad in (-1.0, 61.0):
+        try:
+            QueueRunner(MemoryStore(), None, clock=clock(), reporting_mta="x.test",
+                        commit_interval=bad)  # fmt: skip
+        except ValueError:
+            continue
+        raise AssertionError(f"commit_interval={bad} should be refused")

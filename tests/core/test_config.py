@@ -222,6 +222,8 @@ BAD_VALUES = [
     ),
     ("[daemon]\npoll = -1 #<", "daemon.poll: expected a duration"),
     ("[daemon]\nprocesses = 65 #<", "daemon.processes: expected an integer from 1 to 64"),
+    ('[daemon]\ncommit_interval = "2m" #<', "daemon.commit_interval: expected a duration such"),
+    ("[daemon]\ncommit_interval = -0.1 #<", "daemon.commit_interval: expected a duration"),
     ('[retry] #<\nfirst = "2h"\nmax = "1h"', "retry: first (2h) must not be longer than maximum"),
     # addresses and domains
     ('sender = "nobody" #<', "sender: expected an address like user@example.com"),
@@ -521,6 +523,7 @@ def test_the_example_loads_and_says_everything(example: Path, tmp_path: Path) ->
     assert config.retry.delay_warning == 4 * 3600
     assert config.timeouts["final"] == 600 and len(config.timeouts) == 11
     assert config.daemon.workers == 4 and config.daemon.poll == 30.0
+    assert config.daemon.commit_interval == 0.2
     assert config.sendmail.delivery == "background"
     assert config.sendmail.force_sender == "noreply@example.com"
     assert config.submit[1] == SubmitRule(("webmaster@example.com",), group="www-data")

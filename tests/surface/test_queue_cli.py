@@ -146,6 +146,10 @@ def test_bad_input_queues_nothing(tmp_path: Path) -> None:
     assert not (spool / "entries").exists() or not list((spool / "entries").iterdir())
     usage = queue(None, spool, "run", "--lifetime", "5x")
     assert usage.returncode == 64 and b"--lifetime" in usage.stderr
+    for command in (["queue", "run"], ["daemon"]):
+        usage = mxsend(*command, "--queue-dir", str(spool), "--commit-interval", "61")
+        assert usage.returncode == 64, usage.stderr
+        assert usage.stderr == b"mxsend: --commit-interval must be from 0 to 60 seconds\n"
 
 
 def test_queue_refuses_delivery_options_it_would_not_keep(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from mxsend._exits import Exit
+from mxsend._queuefiles import COMMIT_INTERVAL
 from mxsend.protocol import MxsendError
 
 if TYPE_CHECKING:
@@ -151,6 +152,9 @@ SETTINGS: dict[str, Setting] = {
     "poll": Setting("daemon.poll", 30.0, lambda c: c.daemon.poll),
     "grace": Setting("daemon.grace", 30.0, lambda c: c.daemon.grace),
     "submit_socket": Setting("daemon.submit_socket", None, lambda c: c.daemon.submit_socket),
+    "commit_interval": Setting(
+        "daemon.commit_interval", COMMIT_INTERVAL, lambda c: c.daemon.commit_interval
+    ),
 }
 
 

@@ -15,6 +15,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from mxsend._exits import Exit
+from mxsend._queuefiles import COMMIT_INTERVAL
 from mxsend.cli._common import Subcommands, config_option
 
 if TYPE_CHECKING:
@@ -99,7 +100,14 @@ def builtin_defaults() -> dict[str, Any]:
             "delay_warning": "off",
         },
         "timeouts": {stage: seconds for stage, (seconds, _) in STAGES.items()},
-        "daemon": {"workers": 4, "connections": 5, "processes": 1, "poll": "30s", "grace": "30s"},
+        "daemon": {
+            "workers": 4,
+            "connections": 5,
+            "processes": 1,
+            "poll": "30s",
+            "grace": "30s",
+            "commit_interval": format_duration(COMMIT_INTERVAL),
+        },
         "sendmail": {"delivery": "background", "undisclosed_recipients": False},
     }
 

@@ -22,7 +22,13 @@ from mxsend.cli._common import (
     timeouts_help,
     tune_gc,
 )
-from mxsend.cli.queue import _RETRY_HELP, delivery_logging, retry_arguments, retry_policy
+from mxsend.cli.queue import (
+    _RETRY_HELP,
+    commit_interval,
+    delivery_logging,
+    retry_arguments,
+    retry_policy,
+)
 from mxsend.cli.send import (
     delivery_arguments,
     delivery_options,
@@ -92,6 +98,7 @@ def check(args: argparse.Namespace) -> None:
     for name in ("poll", "grace"):
         if not 0 < getattr(args, name) <= 86400:
             raise UserError(Exit.USAGE, f"--{name} must be more than 0 and at most 86400")
+    commit_interval(args)
 
 
 def build_daemon(
@@ -116,13 +123,14 @@ def build_daemon(
     backoff = DestinationBackoff(policy, rng=random.Random())
     routes = delivery_routes(args)
     state = RouteState(reactor)  # one for every batch: route limits and secrets hold across
+    interval = commit_interval(args)
 
     def make_runner() -> QueueRunner:
         router = DNSRouter.asking(args.dns, reactor)
         deliverer = Deliverer(reactor, router, options, routes=routes, state=state)
         return QueueRunner(
             store, deliverer, clock=clock, policy=policy, reporting_mta=options.helo_name,
-            backoff=backoff,
+            backoff=backoff, commit_interval=interval,
         )  # fmt: skip
 
     share = daemon_share(args)

@@ -124,6 +124,12 @@ def retry_arguments(parser: argparse.ArgumentParser) -> None:
         dest = flag[2:].replace("-", "_")
         parser.add_argument(flag, metavar="DURATION", help=key_help(dest, what))
     parser.add_argument(
+        "--commit-interval", type=float, metavar="SECONDS",
+        help=key_help("commit_interval", "make delivery records survive a crash of the "
+                      "machine at most this long after they are written (a crash of mxsend "
+                      "loses none); 0: before any more bytes are read or sent (default 0.2)"),
+    )  # fmt: skip
+    parser.add_argument(
         "--log-format",
         choices=["text", "json"],
         help=key_help("log_format", "the delivery log on stderr: one line per recipient "
@@ -143,14 +149,24 @@ def retry_policy(args: argparse.Namespace) -> RetryPolicy:
         raise UserError(Exit.USAGE, str(exc)) from None
 
 
+def commit_interval(args: argparse.Namespace) -> float:
+    """--commit-interval (or the config's), checked."""
+    seconds = float(args.commit_interval)
+    if not 0 <= seconds <= 60:
+        raise UserError(Exit.USAGE, "--commit-interval must be from 0 to 60 seconds")
+    return seconds
+
+
 def execute(args: argparse.Namespace) -> int:
     store = open_queue(args.queue_dir)
     if args.action == "run":
         tune_gc()
         policy = retry_policy(args)
+        interval = commit_interval(args)
         options = delivery_options(args)
         return run_in_reactor(
-            lambda reactor: run(reactor, store, args, options, policy), verbose=args.verbose
+            lambda reactor: run(reactor, store, args, options, policy, commit_interval=interval),
+            verbose=args.verbose,
         )
     return _COMMANDS[args.action](store, args)
 
@@ -447,6 +463,8 @@ async def run(
     args: argparse.Namespace,
     options: Any,
     policy: RetryPolicy,
+    *,
+    commit_interval: float,
 ) -> Exit:
     """One pass over every entry; print what it did."""
     from twisted.internet.interfaces import IReactorTime
@@ -460,8 +478,9 @@ async def run(
             router = DNSRouter.asking(args.dns, reactor)
             deliverer = Deliverer(reactor, router, options, routes=delivery_routes(args))
             runner = QueueRunner(
-                store, deliverer, clock=clock, policy=policy, reporting_mta=options.helo_name
-            )
+                store, deliverer, clock=clock, policy=policy, reporting_mta=options.helo_name,
+                commit_interval=commit_interval,
+            )  # fmt: skip
             counts = await runner.run_pass(
                 due_only=False, progress=progress, select=selection(args)
             )

@@ -21,7 +21,7 @@ on the command line win over the file, and the file over the built-in defaults.
     allow_cleartext_auth = false       #                              (--allow-cleartext-auth)
     [retry]       first, max, lifetime, bounce_lifetime, delay_warning: durations ("5m", "5d")
     [timeouts]    connect, greeting, ... quit: seconds or durations   (--timeout)
-    [daemon]      workers, connections, processes, poll, grace
+    [daemon]      workers, connections, processes, poll, grace, commit_interval
     [sendmail]    delivery ("background" | "interactive" | "queue"), undisclosed_recipients,
                   force_sender, masquerade_domain
     [[submit.allow]]        user | uid | group, senders = ["*@example.com", ...]

@@ -43,7 +43,8 @@ class RetrySettings:
 @dataclass(frozen=True, slots=True)
 class DaemonSettings:
     """``[daemon]``: ``mxsend daemon``'s --workers, --connections, --processes, --poll,
-    --grace (the last two in seconds) and --submit-socket (an absolute path, "" for none)."""
+    --grace (the last two in seconds), --submit-socket (an absolute path, "" for none) and
+    --commit-interval (seconds, 0 to 60; also ``queue run``'s)."""
 
     workers: int | None = None
     connections: int | None = None
@@ -51,6 +52,7 @@ class DaemonSettings:
     poll: float | None = None
     grace: float | None = None
     submit_socket: str | None = None  #: "" for none
+    commit_interval: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

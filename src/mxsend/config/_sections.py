@@ -39,6 +39,8 @@ __all__ = ["SCHEMA", "ConfigChecker"]
 
 #: Deadlines and polls, like --timeout's (mxsend.options).
 MAX_SECONDS = 86400.0
+#: The longest a delivery record may wait for its group commit.
+MAX_COMMIT_INTERVAL = 60.0
 
 _TOP = (
     "hostname", "sender", "domain", "queue_dir", "log_format", "dns", "mx_port", "tls",
@@ -46,7 +48,9 @@ _TOP = (
     "submit", "routes", "dkim",
 )  # fmt: skip
 _RETRY = ("first", "max", "lifetime", "bounce_lifetime", "delay_warning")
-_DAEMON = ("workers", "connections", "processes", "poll", "grace", "submit_socket")
+_DAEMON = (
+    "workers", "connections", "processes", "poll", "grace", "submit_socket", "commit_interval",
+)  # fmt: skip
 _SENDMAIL = ("delivery", "undisclosed_recipients", "force_sender", "masquerade_domain")
 _RULE = ("user", "uid", "group", "senders")
 _ROUTE = ("via", "tls", "auth", "concurrency", "rate")
@@ -134,6 +138,9 @@ class ConfigChecker(Checker):
         def seconds(p: KeyPath, v: object) -> float | None:
             return self.duration(p, v, most=MAX_SECONDS)
 
+        def interval(p: KeyPath, v: object) -> float | None:
+            return self.duration(p, v, most=MAX_COMMIT_INTERVAL, allow_zero=True)
+
         return DaemonSettings(
             workers=self.each(path, table, "workers", self.between(1, 1000)),
             connections=self.each(path, table, "connections", self.between(1, 1000)),
@@ -141,6 +148,7 @@ class ConfigChecker(Checker):
             poll=self.each(path, table, "poll", seconds),
             grace=self.each(path, table, "grace", seconds),
             submit_socket=self.each(path, table, "submit_socket", self.socket_path),
+            commit_interval=self.each(path, table, "commit_interval", interval),
         )
 
     def socket_path(self, path: KeyPath, value: object) -> str | None:

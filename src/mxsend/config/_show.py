@@ -54,7 +54,11 @@ def as_table(config: Config) -> dict[str, Any]:
     table = {
         k: getattr(daemon, k) for k in ("workers", "connections", "processes", "submit_socket")
     }
-    table |= {k: _duration(v) for k in ("poll", "grace") if (v := getattr(daemon, k)) is not None}
+    table |= {
+        k: _duration(v)
+        for k in ("poll", "grace", "commit_interval")
+        if (v := getattr(daemon, k)) is not None
+    }
     _set(out, "daemon", {k: v for k, v in table.items() if v is not None})
     sendmail = config.sendmail
     names = ("delivery", "undisclosed_recipients", "force_sender", "masquerade_domain")

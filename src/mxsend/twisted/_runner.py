@@ -2,11 +2,13 @@
 give up after the lifetime, and queue bounces (RFC 3464) and delay warnings.
 
 One pass claims entries in batches; each batch is one :meth:`Deliverer.deliver` call, so the
-messages of one destination share its connections. Every delivered recipient is made durable
-as its transaction ends: a journal line, or for a message delivered whole the removal of its
-entry, written at once and synced by one group commit at the end of that turn of the reactor
-(so a crash can repeat at most the replies read in that turn). The rest is kept when the
-entry is released.
+messages of one destination share its connections. Every delivered recipient is recorded as
+its transaction ends: a journal line, or for a message delivered whole the removal of its
+entry, written at once, so a crash of the process (even SIGKILL) repeats at most what was in
+flight. One group commit makes those records durable against a crash of the machine at most
+``commit_interval`` seconds later, and again at the end of each batch (0: at the end of the
+reactor turn that read the reply, before any more bytes are read or sent). The rest is kept
+when the entry is released.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from datetime import UTC, datetime
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger, LogLevel
 
+from mxsend._queuefiles import COMMIT_INTERVAL
 from mxsend.model import FailureKind, MessageReport, RecipientReport, printable
 from mxsend.protocol import (
     AddressError,
@@ -90,8 +93,12 @@ class QueueRunner:
         rng: random.Random | None = None,
         batch: int = 200,
         backoff: DestinationBackoff | None = None,
+        commit_interval: float = COMMIT_INTERVAL,
     ) -> None:
+        if not 0 <= commit_interval <= 60:
+            raise ValueError(f"commit_interval must be from 0 to 60 seconds, not {commit_interval}")
         self._store = store
+        self._commit_interval = commit_interval
         self._deliverer = deliverer  #: None: this runner only returns mail to senders
         self._clock = clock
         self._policy = policy or RetryPolicy()
@@ -158,10 +165,10 @@ class QueueRunner:
             except Exception as exc:  # the session goes on; release keeps it, or it is resent
                 DELIVERY_LOG.error("{id}: {error}", id=claim.entry.id, error=exc)
                 return
-            # Group commit: every transaction that ended in this turn of the reactor is made
-            # durable by one sync at its end, before any more bytes are read or sent.
+            # Group commit: every record made until the call comes is made durable by one
+            # sync (with an interval of 0, at the end of this turn of the reactor).
             if self._commit_call is None:
-                self._commit_call = self._clock.callLater(0, self._commit)
+                self._commit_call = self._clock.callLater(self._commit_interval, self._commit)
 
         try:
             # Recipients of a destination that failed as a whole wait for it, untried.
