@@ -595,6 +595,8 @@ def _auth_deferral(refused: Reply | None) -> Reply | None:
 
 def _undecided(pending: _Pending) -> Message | None:
     """The message with only the recipients that still need a host, or None."""
+    if not pending.reports:
+        return pending.message  # before its first session, as every message is
     keep = tuple(
         r
         for r in pending.message.envelope.recipients
