@@ -170,9 +170,10 @@ _DOT_LINE = re.compile(rb"\n\.")
 def _stuff(text: bytes) -> bytes:
     """Double the ``.`` that starts each line after the first (RFC 5321 4.5.2). Dot lines are
     rare in mail, so find them and join the pieces rather than copy through a replace."""
-    if _DOT_LINE.search(text) is None:
+    first = _DOT_LINE.search(text)
+    if first is None:
         return text
-    found = text.find(b"\n.")
+    found = first.start()
     pieces = []
     start = 0
     while found >= 0:
