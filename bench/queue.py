@@ -670,7 +670,7 @@ def report(
         "started and left 2 s to settle; timed from DiskStore.flush() and wake(), which is "
         "what 'mxsend queue flush' does, like 'postqueue -f'. The daemon commits its "
         "delivery records (syncfs) at most 0.2 s after writing them (--commit-interval); "
-        "with 0, at the end of every reactor turn, before more bytes are read or sent."
+        "with 0, at the end of every reactor turn, before more replies are read."
     )
     print(
         f"  Postfix: from SIGHUP to its master (qmgr enabled again) until the sink has them all "

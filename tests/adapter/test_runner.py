@@ -378,6 +378,31 @@ def test_delivery_records_are_committed_within_the_interval_and_at_the_batch_end
         assert store.syncs >= 2  # and the batch's end commits what its release wrote
 
 
+def test_a_report_after_the_batch_was_cancelled_records_nothing(tmp_path: Path) -> None:
+    # Past the grace period a batch is cancelled and its claims let go; a session of another
+    # destination may still decide a recipient then. That claim is no longer ours.
+    store, c = DiskStore(tmp_path / "q"), clock()
+    entry_id = queue_one(store, ["b@example.net"])
+    late: list[Any] = []
+
+    class Late(ScriptedDeliverer):
+        def deliver(self, messages: Sequence[Message], *, on_decided: Any = None) -> Any:
+            late.append(on_decided)
+            return Deferred()
+
+    deliverer = Late(always(Status.DELIVERED, reply(250, "2.0.0 ok")))
+    pass_ = Deferred.fromCoroutine(
+        QueueRunner(store, deliverer, clock=c, reporting_mta="mx.local.test").run_pass()
+    )
+    pass_.addErrback(lambda f: f.trap(CancelledError))
+    pass_.cancel()
+    late[0](0, RecipientReport("b@example.net", Status.DELIVERED, reply(250, "2.0.0 ok")))
+    c.advance(60)
+    [entry] = [store.get(entry_id)]
+    assert entry.recipients[0].state is RecipientState.PENDING  # still queued, claimable
+    assert store.claim([entry_id])
+
+
 def test_the_commit_interval_is_bounded() -> None:
     for bad in (-1.0, 61.0):
         try:

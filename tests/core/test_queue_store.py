@@ -1174,6 +1174,21 @@ def test_a_group_commit_keeps_journals_until_the_rewrite_is_synced(tmp_path: Pat
     assert recipient(entry, CAROL).state is RecipientState.DEFERRED
 
 
+def test_a_finished_entrys_journal_goes_only_once_its_removal_is_synced(tmp_path: Path) -> None:
+    # No file system may keep the journal's removal and lose the entry's: BOB, journaled in
+    # an earlier session, would be sent again.
+    store = disk(tmp_path)
+    [entry_id] = enqueue(store, message([BOB, CAROL]), now=NOW)
+    [claim] = store.claim([entry_id])
+    store.record(claim, [delivered(recipient(claim.entry, BOB))], sync=False)
+    store.finish(claim, sync=False)
+    assert names(entries_dir(tmp_path)) == [f"{entry_id}.journal", f"{entry_id}.msg"]
+    store.sync()
+    assert names(entries_dir(tmp_path)) == [f"{entry_id}.msg"]
+    store.release(claim, claim.entry)
+    assert names(entries_dir(tmp_path)) == []
+
+
 def test_memory_finish_is_gone_at_once_even_if_abandoned() -> None:
     store = MemoryStore(clock=lambda: NOW)
     [entry_id] = enqueue(store, message([BOB]), now=NOW)

@@ -89,6 +89,25 @@ class WriteNowTests(TestCase):
         server.resume()
         assert await server.got == big + b"".join(tail)
 
+    async def test_the_rest_of_a_part_sent_write_goes_first(self) -> None:
+        big = bytes(range(256)) * (16 * 1024)
+        tail = b"<after a turn>"
+        transport, server = await self._connect(len(big) + len(tail))
+        write_now(transport, big)
+        await deferLater(reactor, 0.05, lambda: None)  # Twisted moves the rest to dataBuffer
+        assert transport.dataBuffer and transport._tempDataLen == 0
+        write_now(transport, tail)
+        server.resume()
+        assert await server.got == big + tail
+
+    async def test_nothing_goes_out_once_the_connection_is_aborted(self) -> None:
+        transport, server = await self._connect(1)
+        transport.abortConnection()
+        write_now(transport, b"after abort")  # write() drops it: so must this
+        server.resume()
+        await server.lost
+        assert server.data == b""
+
     async def test_after_starttls_nothing_is_written_around_tls(self) -> None:
         transport, server = await self._connect(1)
         transport.startTLS(ssl.optionsForClientTLS("peer.test"))  # type: ignore[attr-defined]

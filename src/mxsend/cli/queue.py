@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 from mxsend._exits import Exit
+from mxsend._queuefiles import COMMIT_INTERVAL
 from mxsend.cli._common import (
     EXIT_HELP,
     Subcommands,
@@ -127,7 +128,8 @@ def retry_arguments(parser: argparse.ArgumentParser) -> None:
         "--commit-interval", type=float, metavar="SECONDS",
         help=key_help("commit_interval", "make delivery records survive a crash of the "
                       "machine at most this long after they are written (a crash of mxsend "
-                      "loses none); 0: before any more bytes are read or sent (default 0.2)"),
+                      "loses none); 0: before any more replies are read (default "
+                      f"{COMMIT_INTERVAL:g})"),
     )  # fmt: skip
     parser.add_argument(
         "--log-format",

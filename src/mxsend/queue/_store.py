@@ -554,7 +554,9 @@ class DiskStore:
         try:
             _unlink(stem + ".json")
             if claim.handle.journal:  # else there is none: the lock holder would have made it
-                _unlink(stem + ".journal")
+                # Removed once the entry's removal is synced: no file system may keep the
+                # journal's removal and lose the entry's (its recipients would go again).
+                self._stale_journals.append(claim.entry.id)
             claim.handle.finished = True
             self._entries_unsynced = True
             if sync:

@@ -304,8 +304,11 @@ def write_now(transport: ITransport, data: bytes) -> None:
         and not tcp_client.disconnecting
         and tcp_client.producer is None
         and not tcp_client.dataBuffer
-        # Twisted's own bookkeeping: nothing waits in its second buffer, writes are open.
+        # Twisted's own bookkeeping: nothing waits in its second buffer, the connection is
+        # not being aborted (write() would drop the data then) and its writing side is open.
         and getattr(tcp_client, "_tempDataLen", None) == 0
+        and getattr(tcp_client, "_aborting", None) is False
+        and getattr(tcp_client, "_writeDisconnecting", None) is False
         and getattr(tcp_client, "_writeDisconnected", None) is False
     ):
         sent = tcp_client.writeSomeData(data)

@@ -7,8 +7,8 @@ its transaction ends: a journal line, or for a message delivered whole the remov
 entry, written at once, so a crash of the process (even SIGKILL) repeats at most what was in
 flight. One group commit makes those records durable against a crash of the machine at most
 ``commit_interval`` seconds later, and again at the end of each batch (0: at the end of the
-reactor turn that read the reply, before any more bytes are read or sent). The rest is kept
-when the entry is released.
+reactor turn that read the reply, before any more replies are read). The rest is kept when
+the entry is released.
 """
 
 from __future__ import annotations
@@ -141,13 +141,14 @@ class QueueRunner:
         """Deliver the claimed entries' undecided recipients and release every claim."""
         started = self._clock.seconds()
         progress: dict[int, Entry] = {}  #: each claimed entry with what was decided so far
+        abandoned = False  # the batch was cancelled: its claims are let go
 
         def on_decided(index: int, report: RecipientReport) -> None:
             # Only deliveries are made durable at once: they are what a crash must not
             # repeat. A refusal is kept at release; after a crash it is asked again (and
             # refused again), so its bounce is never lost.
-            if report.status is not Status.DELIVERED:
-                return
+            if report.status is not Status.DELIVERED or abandoned:
+                return  # a late report of a cancelled batch: a claim let go is not ours
             claim = claims[index]
             entry = progress.get(index, claim.entry)
             current = entry.recipient(report.recipient)
@@ -184,6 +185,7 @@ class QueueRunner:
                 messages, on_decided=lambda i, report: on_decided(sending[i], report)
             )
         except BaseException:
+            abandoned = True
             self._commit()  # what was recorded is made durable, then stays recorded
             for claim in claims:
                 self._abandon(claim)
