@@ -222,7 +222,8 @@ class _Lock:
 
     def __init__(self, fd: int, stem: str = "") -> None:
         self.fd: int | None = fd
-        #: The entry's files without their suffix: a claimed entry's id is checked once.
+        #: The entry's files without their suffix ("" for the daemon's lock): the id of a
+        #: claimed entry is checked once, when its lock is taken.
         self.stem = stem
         self.journal = False  #: the entry has a journal file (removal must take it too)
         self.finished = False  #: removed by DiskStore.finish()
@@ -346,18 +347,24 @@ class DiskStore:
 
     def scan(self, now: float | None = None) -> list[str]:
         found: list[tuple[float, str]] = []
-        with os.scandir(self._entries) as listing:
-            for item in listing:
-                if not item.name.endswith(".json") or not _valid_id(item.name[:-5]):
-                    continue  # a stray file is none of ours
-                try:
-                    due = item.stat(follow_symlinks=False).st_mtime
-                except OSError:
-                    continue  # released or deleted meanwhile
-                if now is None or due <= now:
-                    found.append((due, item.name[:-5]))
+        for entry_id, item in self._entry_files():
+            try:
+                due = item.stat(follow_symlinks=False).st_mtime
+            except OSError:
+                continue  # released or deleted meanwhile
+            if now is None or due <= now:
+                found.append((due, entry_id))
         found.sort()
         return [entry_id for _, entry_id in found]
+
+    def _entry_files(self) -> Iterator[tuple[str, os.DirEntry[str]]]:
+        """(id, directory entry) of every entry file not on hold; a stray file is none of
+        ours."""
+        with os.scandir(self._entries) as listing:
+            for item in listing:
+                name = item.name
+                if name.endswith(".json") and _valid_id(name[:-5]):
+                    yield name[:-5], item
 
     def _load(self, entry_id: str) -> tuple[Entry, str, bool]:
         """The entry with its journal applied, the suffix of the file it was read from
@@ -434,7 +441,8 @@ class DiskStore:
     def _lock(self, entry_id: str) -> _Lock | None:
         """The entry's lock, or None when another process holds it. Raises OSError when its
         message file cannot be opened (FileNotFoundError once the entry is gone)."""
-        fd = os.open(self._name(entry_id, ".msg"), os.O_RDONLY | _OPEN)
+        stem = self._name(entry_id, "")
+        fd = os.open(stem + ".msg", os.O_RDONLY | _OPEN)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -443,7 +451,7 @@ class DiskStore:
         except OSError:
             os.close(fd)
             raise
-        return _Lock(fd)
+        return _Lock(fd, stem)
 
     def claim(self, ids: Sequence[str]) -> list[Claim]:
         claims = []
@@ -499,7 +507,6 @@ class DiskStore:
                 lock.close()
                 return None
             lock.journal = journaled
-            lock.stem = f"{self._entries_name}/{entry_id}"
             body = lock.stem + ".msg"
             assert lock.fd is not None
             size = os.fstat(lock.fd).st_size
@@ -704,16 +711,12 @@ class DiskStore:
     def flush(self, now: float) -> int:
         """Make every entry not on hold due ``now``; the number of entries."""
         count = 0
-        with os.scandir(self._entries) as listing:  # no stat and no sort, as scan() needs
-            for item in listing:
-                name = item.name
-                if not name.endswith(".json") or not _valid_id(name[:-5]):
-                    continue
-                try:
-                    os.utime(item.path, (now, now), follow_symlinks=False)
-                    count += 1
-                except FileNotFoundError:
-                    continue
+        for _, item in self._entry_files():  # no stat and no sort, as scan() needs
+            try:
+                os.utime(item.path, (now, now), follow_symlinks=False)
+                count += 1
+            except FileNotFoundError:
+                continue
         return count
 
     # -- the daemon that serves this queue ----------------------------------------------------
