@@ -18,6 +18,7 @@ from typing import Any
 from mxsend.protocol._events import Status
 from mxsend.protocol._reply import EnhancedStatus, Reply
 from mxsend.protocol._session import Message
+from mxsend.protocol._values import fast_init
 
 __all__ = [
     "REPORT_FORMAT",
@@ -66,6 +67,7 @@ class TLSInfo:
         return {"version": self.version, "cipher": self.cipher, "verified": self.verified}
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RecipientReport:
     """One recipient's outcome, where it was decided, and how."""
@@ -88,6 +90,7 @@ class RecipientReport:
         return report_to_json(self)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class MessageReport:
     message: Message

@@ -202,6 +202,20 @@ def test_driver_records_local_refusals() -> None:
     assert second.recipients[0].status is Status.DELIVERED
 
 
+def test_driver_without_kept_results_passes_each_on() -> None:
+    server = FakeServer(extensions=("SIZE 10",))
+    seen: list[tuple[int, Status]] = []
+    _, driver, _ = run(
+        server,
+        [msg(size=3), msg(size=100), msg(size=3)],
+        on_result=lambda position, result: seen.append((position, result.recipients[0].status)),
+        keep_results=False,
+    )
+    # In the order decided: the refusal before any reply, the first message's after it.
+    assert seen == [(1, Status.FAILED), (0, Status.DELIVERED), (2, Status.DELIVERED)]
+    assert driver.results == [] and driver.positions == []
+
+
 def test_auth_protocol_errors() -> None:
     conn = connect(["AUTH PLAIN"], ClientConfig("c.example", implicit_tls=True))
     conn.authenticate(Plain("u", "p"))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import idna
 
 from mxsend.protocol._errors import AddressError
+from mxsend.protocol._values import fast_init
 
 __all__ = [
     "MAX_DOMAIN_LENGTH",
@@ -125,6 +126,7 @@ def validate_domain(domain: str) -> str:
     return domain
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Address:
     """A valid mailbox. ``domain`` is ASCII (A-labels or an address literal); ``local_part`` may

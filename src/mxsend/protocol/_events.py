@@ -9,6 +9,7 @@ from mxsend.protocol._address import Address
 from mxsend.protocol._capabilities import Capabilities
 from mxsend.protocol._options import Envelope
 from mxsend.protocol._reply import Reply
+from mxsend.protocol._values import fast_init
 
 __all__ = [
     "Authenticated",
@@ -44,6 +45,7 @@ class Status(enum.Enum):
         return cls.FAILED if reply.is_permanent else cls.DEFERRED
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RecipientResult:
     """One recipient's outcome and the reply that decided it. ``outcome_unknown`` is set when
@@ -56,6 +58,7 @@ class RecipientResult:
     outcome_unknown: bool = False
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class TransactionResult:
     """The outcome of one MAIL transaction. ``dropped`` lists the parameters not sent
@@ -110,6 +113,7 @@ class AuthenticationFailed:
     reply: Reply
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class BodyRequested:
     """Send the transaction's content with ``send_body()`` and ``end_body()``."""
@@ -117,6 +121,7 @@ class BodyRequested:
     transaction_id: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class BodySent:
     """The content given to ``begin_transaction()`` and the end of data are written: the
@@ -125,6 +130,7 @@ class BodySent:
     transaction_id: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class TransactionCompleted:
     result: TransactionResult

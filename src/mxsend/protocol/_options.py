@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from mxsend.protocol._address import Address
 from mxsend.protocol._errors import ParameterError
+from mxsend.protocol._values import fast_init
 
 if TYPE_CHECKING:
     from mxsend.protocol._encoder import BodyInfo
@@ -76,6 +77,7 @@ def _utf8_addr_xtext(text: str) -> str:
     return "".join(out)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class MailOptions:
     """Parameters of MAIL FROM.
@@ -156,12 +158,14 @@ class RcptOptions:
 _NO_RCPT_OPTIONS = RcptOptions()  # immutable, so every plain recipient shares it
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Recipient:
     address: Address
     options: RcptOptions = _NO_RCPT_OPTIONS
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Envelope:
     """The sender (None for the null path ``<>``, used by bounces), recipients and options."""

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from mxsend.protocol._errors import RemoteProtocolError
+from mxsend.protocol._values import fast_init
 
 __all__ = [
     "MAX_LINE_LENGTH",
@@ -33,6 +34,7 @@ _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
 _REPLY_LINE = re.compile(rb"[2-5][0-5][0-9](?:[ -]|\Z)")
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class EnhancedStatus:
     """An RFC 3463 enhanced status code, ``class.subject.detail``."""
@@ -59,6 +61,7 @@ def _parse_enhanced(word: str) -> EnhancedStatus | None:
     return EnhancedStatus(int(match[1]), int(match[2]), int(match[3]))
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Reply:
     """One complete SMTP reply.

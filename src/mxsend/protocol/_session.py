@@ -46,6 +46,7 @@ from mxsend.protocol._events import (
 from mxsend.protocol._options import Envelope
 from mxsend.protocol._reply import Reply
 from mxsend.protocol._state import State
+from mxsend.protocol._values import fast_init
 
 __all__ = ["INLINE_BODY", "Message", "SessionDriver"]
 
@@ -54,6 +55,7 @@ __all__ = ["INLINE_BODY", "Message", "SessionDriver"]
 INLINE_BODY = 262144
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Message:
     """An envelope and its content: bytes, or a :class:`Content` source read in chunks when
@@ -75,8 +77,10 @@ class SessionDriver:
     """Drives one connection through ``messages``.
 
     ``require_tls`` refuses to go on in cleartext (the caller must then close and defer);
-    ``starttls`` tries STARTTLS when offered. ``tls_failed`` is set when TLS was required
-    and could not be had, ``auth_failed`` holds the reply of a refused AUTH.
+    ``starttls`` tries STARTTLS when offered. Each transaction's result goes to
+    ``on_result(position, result)`` and, unless ``keep_results`` is False, to
+    :attr:`results`. ``tls_failed`` is set when TLS was required and could not be had,
+    ``auth_failed`` holds the reply of a refused AUTH.
     """
 
     def __init__(
@@ -88,12 +92,16 @@ class SessionDriver:
         require_tls: bool = False,
         mechanism: Mechanism | None = None,
         on_result: Callable[[int, TransactionResult], None] | None = None,
+        keep_results: bool = True,
     ) -> None:
         self.connection = connection
         #: Called with (position, result) as each transaction's outcome is known, so that a
         #: queue can make it durable before the next one (the duplicate a crash can cause is
         #: then bounded to the transaction in flight).
         self.on_result = on_result
+        # With keep_results False, on_result alone sees each result: a long session then
+        # holds none of them (results and positions stay empty).
+        self._keep_results = keep_results
         self._messages: deque[tuple[int, Message]] = deque(enumerate(messages))
         self._positions: dict[int, int] = {}  # transaction id -> position in ``messages``
         self._bodies: dict[int, bytes | Content] = {}
@@ -212,8 +220,9 @@ class SessionDriver:
             self._quit()
 
     def _result(self, position: int, result: TransactionResult) -> None:
-        self.results.append(result)
-        self.positions.append(position)
+        if self._keep_results:
+            self.results.append(result)
+            self.positions.append(position)
         if self.on_result is not None:
             self.on_result(position, result)
 

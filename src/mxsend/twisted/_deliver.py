@@ -18,7 +18,7 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.interfaces import IReactorTCP, IReactorTime, IStreamClientEndpoint
 
-from mxsend.model import FailureKind, MessageReport, RecipientReport
+from mxsend.model import FailureKind, MessageReport, RecipientReport, TLSInfo
 from mxsend.options import DeliveryOptions
 from mxsend.protocol import (
     Address,
@@ -361,23 +361,23 @@ class Deliverer:
                     break
             host, address = queue.pop(0)
             tried += 1
+            recorder = _Recorder(
+                pending, list(todo), host, address,
+                tried=tried, started=started, clock=self._clock, on_decided=on_decided,
+            )  # fmt: skip
             outcome, driver = await self._session(
-                host, address, route, todo, policy, mechanism=mechanism, on_decided=on_decided
+                host, address, route, todo, policy, recorder=recorder, mechanism=mechanism
             )
             if outcome is None:
                 continue  # no connection: the next address does not use up a session
             sessions += 1
-            refused = driver.auth_failed
-            if (
-                refused is not None and not refused.local and auth is not None and not renewed
-                and self._state is not None and self._state.renew(auth)
-            ):  # fmt: skip
+            if not renewed and self._renews(driver.auth_failed, auth):
                 # A refused token may have expired: ask the command once more, try again.
                 renewed = True
                 queue.insert(0, (host, address))
                 sessions -= 1
                 continue
-            self._record(pending, todo, driver, outcome, (host, address, tried, started))
+            recorder.refuse_unsent(driver)
             if outcome.tls_handshake_failed and policy is TLSPolicy.MAY and not route.implicit_tls:
                 # Opportunistic TLS (RFC 7435): the same address again, in cleartext.
                 queue.insert(0, (host, address))
@@ -398,6 +398,13 @@ class Deliverer:
                 last_error = Reply.synthesized(451, "4.4.2", outcome.error)
                 last_failure = outcome.failure or FailureKind.LOST
         return self._finish(pending, (last_error, last_failure), tried, started)
+
+    def _renews(self, refused: Reply | None, auth: Auth | None) -> bool:
+        """Whether AUTH was refused with a command-made secret that has been renewed."""
+        return (
+            refused is not None and not refused.local and auth is not None
+            and self._state is not None and self._state.renew(auth)
+        )  # fmt: skip
 
     def _finish(
         self,
@@ -426,53 +433,6 @@ class Deliverer:
             out.append((index, reports))
         return out
 
-    def _record(
-        self,
-        pending: dict[int, _Pending],
-        todo: dict[int, Message],
-        driver: SessionDriver,
-        outcome: SessionOutcome,
-        where: tuple[MXHost, str, int, float],
-    ) -> None:
-        """Keep what one session decided, recipient by recipient."""
-        host, address, tried, started = where
-        tls = outcome.tls.info if outcome.tls is not None and outcome.tls.info.version else None
-        indices = list(todo)  # the driver was given todo's messages in this order
-        elapsed = self._clock.seconds() - started
-
-        def keep(
-            index: int,
-            recipient: str,
-            status: Status,
-            reply: Reply,
-            unknown: bool,
-            *,
-            failure: FailureKind,
-            relayed: bool = False,
-        ) -> None:
-            pending[index].reports[recipient] = RecipientReport(
-                recipient, status, reply, host.name, address, tls, unknown, tried, elapsed,
-                None if status is Status.DELIVERED else failure,
-                relayed and status is Status.DELIVERED,
-            )  # fmt: skip
-
-        for position, result in zip(driver.positions, driver.results, strict=True):
-            index = indices[position]
-            # The server lacked DSN, so NOTIFY went no further (RFC 3461 4.1, 6.2.2.1).
-            relayed = any(d.startswith("DSN parameters") for d in result.dropped)
-            for r in result.recipients:
-                failure = _failure_of(r.reply, position, driver, outcome)
-                keep(index, str(r.recipient), r.status, r.reply, r.outcome_unknown,
-                     failure=failure, relayed=relayed)  # fmt: skip
-        refusal = driver.tls_failed or _auth_deferral(driver.auth_failed)
-        if refusal is not None:
-            kind = FailureKind.TLS_REQUIRED if driver.tls_failed else FailureKind.AUTH
-            for position, message in zip(driver.unsent_positions, driver.unsent, strict=True):
-                index = indices[position]
-                for recipient in message.envelope.recipients:
-                    address_ = str(recipient.address)
-                    keep(index, address_, Status.of(refusal), refusal, False, failure=kind)
-
     async def _session(
         self,
         host: MXHost,
@@ -481,9 +441,11 @@ class Deliverer:
         todo: dict[int, Message],
         policy: TLSPolicy,
         *,
+        recorder: _Recorder,
         mechanism: Mechanism | None = None,
-        on_decided: Decided | None = None,
     ) -> tuple[SessionOutcome | None, SessionDriver]:
+        """One session with ``host`` at ``address``; ``recorder`` keeps what it decides.
+        The outcome is None when no connection was made."""
         options = self._options
         implicit, port = route.implicit_tls, route.port
         config = ClientConfig(
@@ -506,8 +468,10 @@ class Deliverer:
             starttls=policy is not TLSPolicy.NONE and not implicit,
             require_tls=policy.required and not implicit,
             mechanism=mechanism,
-            on_result=None if on_decided is None else _early(on_decided, list(todo), host, address),
+            on_result=recorder.result,
+            keep_results=False,  # the recorder keeps each result's reports as it comes
         )
+        recorder.driver = driver
 
         def make_tls() -> ClientTLS:
             return ClientTLS(
@@ -523,6 +487,7 @@ class Deliverer:
             starttls=make_tls,
             implicit_tls=implicit_tls,
         )
+        recorder.outcome = protocol.outcome
         endpoint_type = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
         endpoint: IStreamClientEndpoint = endpoint_type(
             self._reactor, address, port, timeout=options.timeouts.connect
@@ -544,41 +509,105 @@ def _shifted(on_decided: Decided, offset: int) -> Decided:
     return lambda index, report: on_decided(offset + index, report)
 
 
-def _early(
-    on_decided: Decided, indices: list[int], host: MXHost, address: str
-) -> Callable[[int, TransactionResult], None]:
-    """Pass on each recipient a transaction settled for good (delivered, or refused for
-    good) as soon as its reply is in; deferred ones wait for the end (another host may
-    still take them)."""
+class _Recorder:
+    """Keeps what one session decides, recipient by recipient, as each transaction's result
+    comes in (SessionDriver's ``on_result``): a long session holds no results until its end.
+    Recipients settled for good (delivered, or refused for good) also go to ``on_decided``
+    at once; deferred ones wait for the end (another host may still take them)."""
 
-    def on_result(position: int, result: TransactionResult) -> None:
+    __slots__ = (
+        "address",
+        "clock",
+        "driver",
+        "host",
+        "indices",
+        "on_decided",
+        "outcome",
+        "pending",
+        "started",
+        "tried",
+    )
+
+    def __init__(
+        self,
+        pending: dict[int, _Pending],
+        indices: list[int],  # the driver is given todo's messages in this order
+        host: MXHost,
+        address: str,
+        *,
+        tried: int,
+        started: float,
+        clock: IReactorTime,
+        on_decided: Decided | None,
+    ) -> None:
+        self.clock = clock
+        self.pending = pending
+        self.indices = indices
+        self.host = host
+        self.address = address
+        self.tried = tried
+        self.started = started
+        self.on_decided = on_decided
+        self.driver: SessionDriver | None = None  # set once made, before any result
+        self.outcome: SessionOutcome | None = None  # likewise
+
+    def result(self, position: int, result: TransactionResult) -> None:
+        assert self.driver is not None and self.outcome is not None
+        index = self.indices[position]
+        reports = self.pending[index].reports
+        tls, elapsed = self._now()
+        # The server lacked DSN, so NOTIFY went no further (RFC 3461 4.1, 6.2.2.1).
+        relayed = bool(result.dropped) and any(
+            d.startswith("DSN parameters") for d in result.dropped
+        )
+        host, address, tried, on_decided = self.host.name, self.address, self.tried, self.on_decided
         for r in result.recipients:
-            if r.status is Status.DEFERRED or r.outcome_unknown:
-                continue
-            failure = None
-            if r.status is not Status.DELIVERED:
-                failure = FailureKind.LOCAL if r.reply.local else FailureKind.REPLY
+            status, reply = r.status, r.reply
+            delivered = status is Status.DELIVERED
+            failure = None if delivered else self._failure_of(reply, position)
             report = RecipientReport(
-                str(r.recipient), r.status, r.reply, host.name, address, failure=failure
-            )
-            on_decided(indices[position], report)
+                str(r.recipient), status, reply, host, address, tls, r.outcome_unknown, tried,
+                elapsed, failure, relayed and delivered,
+            )  # fmt: skip
+            reports[report.recipient] = report
+            if on_decided is not None and status is not Status.DEFERRED and not r.outcome_unknown:
+                on_decided(index, report)
 
-    return on_result
+    def refuse_unsent(self, driver: SessionDriver) -> None:
+        """The session ended for TLS or AUTH before these messages' turn: say why."""
+        refusal = driver.tls_failed or _auth_deferral(driver.auth_failed)
+        if refusal is None:
+            return
+        kind = FailureKind.TLS_REQUIRED if driver.tls_failed else FailureKind.AUTH
+        tls, elapsed = self._now()
+        status = Status.of(refusal)
+        for position, message in zip(driver.unsent_positions, driver.unsent, strict=True):
+            reports = self.pending[self.indices[position]].reports
+            for recipient in message.envelope.recipients:
+                text = str(recipient.address)
+                reports[text] = RecipientReport(
+                    text, status, refusal, self.host.name, self.address, tls, False, self.tried,
+                    elapsed, kind,
+                )  # fmt: skip
 
+    def _now(self) -> tuple[TLSInfo | None, float]:
+        outcome = self.outcome
+        assert outcome is not None
+        tls = outcome.tls.info if outcome.tls is not None and outcome.tls.info.version else None
+        return tls, self.clock.seconds() - self.started
 
-def _failure_of(
-    reply: Reply, position: int, driver: SessionDriver, outcome: SessionOutcome
-) -> FailureKind:
-    """What kind of failure decided a recipient of the message at ``position``."""
-    if outcome.closing is not None and reply is outcome.closing:
-        return FailureKind.CLOSING
-    if not reply.local:
-        return FailureKind.REPLY
-    if position in driver.content_positions:
-        return FailureKind.CONTENT
-    if position in driver.refused_positions:
-        return FailureKind.LOCAL
-    return outcome.failure or FailureKind.LOST
+    def _failure_of(self, reply: Reply, position: int) -> FailureKind:
+        """What kind of failure decided a recipient of the message at ``position``."""
+        if not reply.local:
+            # Any 421 ends the session (RFC 5321 3.8): it is the session's closing reply.
+            return FailureKind.CLOSING if reply.code == 421 else FailureKind.REPLY
+        driver, outcome = self.driver, self.outcome
+        assert driver is not None and outcome is not None
+        if position in driver.content_positions:
+            return FailureKind.CONTENT
+        if position in driver.refused_positions:
+            return FailureKind.LOCAL
+        return outcome.failure or FailureKind.LOST
 
 
 def _auth_deferral(refused: Reply | None) -> Reply | None:
