@@ -54,6 +54,8 @@ __all__ = ["INLINE_BODY", "Message", "SessionDriver"]
 #: streamed like a file, so the transport never holds a second copy of a large message.
 INLINE_BODY = 262144
 
+_READY = State.READY  # read per message: on Python 3.11 a member lookup costs a hook call
+
 
 @fast_init
 @dataclass(frozen=True, slots=True)
@@ -229,7 +231,7 @@ class SessionDriver:
     def _next(self) -> None:
         """Begin the next transaction if the session can take one; QUIT when all are done."""
         conn = self.connection
-        while self._messages and conn.state is State.READY:
+        while self._messages and conn.state is _READY:
             position, message = self._messages.popleft()
             data = _in_memory(message.content)
             if data is not None and len(data) > INLINE_BODY:
@@ -248,7 +250,7 @@ class SessionDriver:
                 self._bodies[ident] = message.content
             self._positions[ident] = position
             return
-        if not self._messages and conn.state is State.READY:
+        if not self._messages and conn.state is _READY:
             self._quit()
 
     def _check_lines(self, content: bytes | Content) -> None:

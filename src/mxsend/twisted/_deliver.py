@@ -47,6 +47,9 @@ Decided = Callable[[int, RecipientReport], None]
 #: ``on_report(index, report)``: every recipient of the message at ``index`` has its outcome.
 Reported = Callable[[int, MessageReport], None]
 
+# Read per recipient: on Python 3.11 a member lookup goes through EnumType.__getattr__'s hook.
+_DELIVERED, _DEFERRED = Status.DELIVERED, Status.DEFERRED
+
 
 @dataclass
 class _Pending:
@@ -59,7 +62,7 @@ class _Pending:
 def _retry_elsewhere(report: RecipientReport) -> bool:
     """Worth another host: the server closed (421), or the session ended (lost, timed out,
     TLS refused) before the end of data. Never when the outcome is unknown: no duplicates."""
-    if report.status is not Status.DEFERRED or report.outcome_unknown:
+    if report.status is not _DEFERRED or report.outcome_unknown:
         return False
     if report.failure is FailureKind.CONTENT:
         return False  # the message's own content could not be read: no host would change that
@@ -563,14 +566,14 @@ class _Recorder:
         host, address, tried, on_decided = self.host.name, self.address, self.tried, self.on_decided
         for r in result.recipients:
             status, reply = r.status, r.reply
-            delivered = status is Status.DELIVERED
+            delivered = status is _DELIVERED
             failure = None if delivered else self._failure_of(reply, position)
             report = RecipientReport(
                 str(r.recipient), status, reply, host, address, tls, r.outcome_unknown, tried,
                 elapsed, failure, relayed and delivered,
             )  # fmt: skip
             reports[report.recipient] = report
-            if on_decided is not None and status is not Status.DEFERRED and not r.outcome_unknown:
+            if on_decided is not None and status is not _DEFERRED and not r.outcome_unknown:
                 on_decided(index, report)
 
     def refuse_unsent(self, driver: SessionDriver) -> None:
