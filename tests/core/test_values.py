@@ -1,4 +1,5 @@
-"""fast_init: the quicker __init__ of the frozen value types behaves as the dataclass's."""
+"""The value types made per message: fast_init's quicker __init__ behaves as the dataclass's,
+and the bounded caches of parsed addresses and plain recipients change no result."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from mxsend.model import MessageReport, RecipientReport
 from mxsend.protocol import (
     Address,
+    AddressError,
     BodyRequested,
     BodySent,
     EnhancedStatus,
@@ -21,12 +23,16 @@ from mxsend.protocol import (
     MailOptions,
     Message,
     ParameterError,
+    RcptOptions,
     Recipient,
     RecipientResult,
     Reply,
     TransactionCompleted,
     TransactionResult,
+    _address,
+    _options,
 )
+from mxsend.protocol._options import Notify
 from mxsend.protocol._values import fast_init
 
 FAST = [
@@ -139,3 +145,44 @@ def test_refuses_a_class_it_cannot_serve() -> None:
 
     with pytest.raises(TypeError, match="frozen, slotted"):
         fast_init(Mutable)
+
+
+def test_parsed_addresses_are_shared_and_bounded() -> None:
+    first = Address.parse("bob@example.net")
+    assert Address.parse("bob@example.net") is first
+    assert Address.parse("Bob@example.net") == Address("Bob", "example.net")  # text is the key
+    for _ in range(2):  # refused every time: a failure is never remembered
+        with pytest.raises(AddressError):
+            Address.parse("bob@@example.net")
+    for n in range(_address._PARSED_MAX + 10):
+        Address.parse(f"user{n}@example.net")
+    assert len(_address._PARSED) <= _address._PARSED_MAX
+    assert Address.parse("bob@example.net") == first
+
+
+def test_a_subclass_or_a_str_subclass_is_not_served_from_the_cache() -> None:
+    class Text(str):
+        pass
+
+    class Mailbox(Address):
+        __slots__ = ()
+
+    Address.parse("carol@example.org")
+    assert type(Mailbox.parse("carol@example.org")) is Mailbox
+    parsed = Address.parse(Text("carol@example.org"))
+    assert parsed == Address("carol", "example.org") and "carol@example.org" in _address._PARSED
+
+
+def test_plain_recipients_are_shared_and_those_with_options_are_not() -> None:
+    one = Envelope.build("a@example.com", ["b@example.net", "b@example.net"])
+    two = Envelope.build("a@example.com", ["b@example.net"])
+    assert one.recipients[0] is one.recipients[1] is two.recipients[0]
+    notify = RcptOptions(frozenset({Notify.FAILURE}))
+    three = Envelope.build("a@example.com", ["b@example.net"], rcpt_options=notify)
+    assert three.recipients[0].options is notify and three.wants_dsn
+    assert three.recipients[0] is not two.recipients[0]
+    for n in range(_options._PLAIN_RECIPIENTS_MAX + 10):
+        Envelope.build(None, [f"r{n}@example.net"])
+    assert len(_options._PLAIN_RECIPIENTS) <= _options._PLAIN_RECIPIENTS_MAX
+    with pytest.raises(AddressError):
+        Envelope.build("a@example.com", ["not an address"])

@@ -138,13 +138,22 @@ class Address:
     @classmethod
     def parse(cls, text: str) -> Address:
         """Validate ``local@domain`` (no angle brackets) or raise :class:`AddressError`."""
+        if type(text) is str and cls is Address and (known := _PARSED.get(text)) is not None:
+            return known
         if not isinstance(text, str):
             raise AddressError(f"address must be text, not {type(text).__name__}")
+        address = None
         if _PLAIN(text) is not None and len(text) <= MAX_PATH_LENGTH - 2:
             local, _, domain = text.rpartition("@")
             if len(local) <= MAX_LOCAL_PART_LENGTH:
-                return cls(local, domain)
-        return cls._checked(text)
+                address = cls(local, domain)
+        if address is None:
+            address = cls._checked(text)
+        if type(text) is str and cls is Address:
+            if len(_PARSED) >= _PARSED_MAX:
+                _PARSED.clear()
+            _PARSED[text] = address
+        return address
 
     @classmethod
     def _checked(cls, text: str) -> Address:
@@ -176,3 +185,9 @@ class Address:
 
     def __str__(self) -> str:
         return f"{self.local_part}@{self.domain}"
+
+
+# The addresses parsed last, by their text: a bulk sender gives the same sender (and often the
+# same recipients) for every message. An Address is immutable, so one can be shared; bounded.
+_PARSED: dict[str, Address] = {}
+_PARSED_MAX = 1024

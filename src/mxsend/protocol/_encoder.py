@@ -90,7 +90,9 @@ class BodyEncoder:
             self._cr_pending = True
         if not chunk:
             return b""
-        if b"\r" not in chunk:
+        # find(), not "in": bytes.__contains__ first tries its argument as an int, and the
+        # TypeError it raises and clears costs more than the search (CPython 3.11).
+        if chunk.find(b"\r") < 0:
             out = chunk.replace(b"\n", b"\r\n")
         elif _canonical(chunk):
             out = chunk
@@ -158,7 +160,7 @@ def _canonical(text: bytes) -> bool:
     CRLF pairs taken out, none of either is left. One split, one join and two memchr scans
     cost less than counting CR, LF and CRLF (three full passes)."""
     rest = b"".join(text.split(b"\r\n"))
-    return b"\r" not in rest and b"\n" not in rest
+    return rest.find(b"\r") < 0 and rest.find(b"\n") < 0  # not "in": see encode()
 
 
 # Past this many dot lines in one chunk, one C-level split and join is cheaper than a loop.

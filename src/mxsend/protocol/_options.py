@@ -185,8 +185,8 @@ class Envelope:
         for r in self.recipients:
             utf8 = utf8 or not r.address.local_part.isascii()
             dsn = dsn or (r.options is not _NO_RCPT_OPTIONS and r.options.wants_dsn)
-        object.__setattr__(self, "_utf8", utf8)
-        object.__setattr__(self, "_dsn", dsn)
+        _set_utf8(self, utf8)
+        _set_dsn(self, dsn)
 
     @classmethod
     def build(
@@ -199,11 +199,11 @@ class Envelope:
         """Validate addresses given as text; ``sender`` of None or ``""`` is the null path."""
         each = rcpt_options or _NO_RCPT_OPTIONS
         parse = Address.parse
-        return cls(
-            parse(sender) if sender else None,
-            tuple([Recipient(parse(r), each) for r in recipients]),
-            options or _NO_MAIL_OPTIONS,
-        )
+        if each is _NO_RCPT_OPTIONS:
+            made = tuple([_plain_recipient(r) for r in recipients])
+        else:
+            made = tuple([Recipient(parse(r), each) for r in recipients])
+        return cls(parse(sender) if sender else None, made, options or _NO_MAIL_OPTIONS)
 
     @property
     def needs_smtputf8(self) -> bool:
@@ -217,3 +217,22 @@ class Envelope:
 
 
 _NO_MAIL_OPTIONS = MailOptions()
+# The slots' own setters: a frozen class's fields set past object.__setattr__ (see _values).
+_set_utf8 = Envelope.__dict__["_utf8"].__set__
+_set_dsn = Envelope.__dict__["_dsn"].__set__
+
+# Recipients without RCPT parameters, by their text: like Address.parse's, bounded and shared
+# (a Recipient is immutable), so a repeated recipient costs one lookup.
+_PLAIN_RECIPIENTS: dict[str, Recipient] = {}
+_PLAIN_RECIPIENTS_MAX = 1024
+
+
+def _plain_recipient(text: str) -> Recipient:
+    known = _PLAIN_RECIPIENTS.get(text) if type(text) is str else None
+    if known is None:
+        known = Recipient(Address.parse(text))
+        if type(text) is str:
+            if len(_PLAIN_RECIPIENTS) >= _PLAIN_RECIPIENTS_MAX:
+                _PLAIN_RECIPIENTS.clear()
+            _PLAIN_RECIPIENTS[text] = known
+    return known
