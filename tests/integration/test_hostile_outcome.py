@@ -91,3 +91,53 @@ class ImplicitTLSToACleartextServer(TestCase):
 
     def test_the_failed_handshake_is_named_and_not_retried_in_cleartext(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._attempt())
+
+
+def refuse_then_close(line: bytes, proto: HostileProtocol) -> None:
+    """Refuses the first recipient, then answers the second RCPT with 421 and hangs up."""
+    if line.upper().startswith(b"RCPT"):
+        proto.server.messages += 1  # counts RCPTs here
+        if proto.server.messages == 1:
+            proto.write(b"550 5.1.1 no such user\r\n")
+            return
+        proto.write(b"421 4.3.2 shutting down\r\n")
+        assert proto.transport is not None
+        proto.transport.loseConnection()
+        return
+    ordinary(line, proto)
+
+
+class EachRecipientsFailureIsNamed(TestCase):
+    """Reports are made as each transaction's result comes in: the kind of failure of a
+    recipient refused before a 421 and of one the 421 left deferred are told apart."""
+
+    async def _deliver(self) -> None:
+        server = HostileServer(respond=refuse_then_close)
+        server.start()
+        self.addCleanup(server.stop)
+        resolver = FakeResolver(
+            mx={"example.net": [(10, "mx1.example.net")]}, a={"mx1.example.net": ["127.0.0.1"]}
+        )
+        options = DeliveryOptions(
+            "client.test", mx_port=server.port, tls=TLSOptions(TLSPolicy.NONE)
+        )
+        deliverer = Deliverer(reactor, DNSRouter(resolver, reactor), options)
+        envelope = Envelope.build("a@example.com", ["gone@example.net", "b@example.net"])
+        decided: list[tuple[int, RecipientReport]] = []
+        [report] = await deliverer.deliver(
+            [Message(envelope, b"hi\n")], on_decided=lambda i, r: decided.append((i, r))
+        )
+        gone, deferred = report.recipients
+        assert (gone.status, gone.failure, gone.reply.code) == (
+            Status.FAILED,
+            FailureKind.REPLY,
+            550,
+        )
+        assert (deferred.status, deferred.failure) == (Status.DEFERRED, FailureKind.CLOSING)
+        assert deferred.reply.code == 421 and not deferred.outcome_unknown
+        assert gone.mx == deferred.mx == "mx1.example.net" and gone.attempts == 1
+        # Only the refusal was settled for good; on_decided saw the same report.
+        assert decided == [(0, gone)]
+
+    def test_refused_and_closing_are_told_apart(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._deliver())

@@ -433,7 +433,7 @@ class ClientConnection:
             lines.append(command_line(_V_BDAT, f"BDAT {len(encoded)} LAST") + encoded)
             expects.append(_Expect(_V_BDAT, txn, 1))
             txn.body_sent = True
-        if self._trace is None and self.pipelining:
+        if self._trace is None and self._pipelining:
             # Nothing to trace or hold: the whole group goes out in one write (RFC 2920).
             txn.outstanding += len(lines)
             self._out += lines
@@ -756,7 +756,7 @@ class ClientConnection:
         txn = expect.transaction
         assert txn is not None
         txn.mail_reply = reply
-        if not reply.is_positive:
+        if not 200 <= reply.code < 300:  # is_positive, without a property call per message
             self._fail(txn, reply)
 
     def _on_rcpt(self, reply: Reply, expect: _Expect) -> None:
@@ -765,7 +765,7 @@ class ClientConnection:
         txn.rcpt_replies[expect.index] = reply
         if 200 <= reply.code < 300:
             txn.accepted += 1
-        if expect.index == len(txn.rcpt_replies) - 1 and txn.mail_ok and not txn.accepted:
+        if not txn.accepted and expect.index == len(txn.rcpt_replies) - 1 and txn.mail_ok:
             # Every recipient refused: nothing to send (RFC 2920 3.1 lets DATA fail for it).
             self._fail(txn, reply)
 
@@ -881,9 +881,11 @@ def _may_be_421(parser: ReplyParser) -> bool:
 
 def _decide(txn: _Transaction, rcpt_reply: Reply | None, override: Reply | None) -> Reply:
     """The reply that decides one recipient's outcome."""
-    if txn.mail_reply is not None and not txn.mail_reply.is_positive:
-        return txn.mail_reply
-    if rcpt_reply is not None and not rcpt_reply.is_positive:
+    # Once per recipient: the codes compared here rather than through Reply.is_positive.
+    mail_reply = txn.mail_reply
+    if mail_reply is not None and not 200 <= mail_reply.code < 300:
+        return mail_reply
+    if rcpt_reply is not None and not 200 <= rcpt_reply.code < 300:
         return rcpt_reply
     if txn.failure is not None:
         return txn.failure
