@@ -60,6 +60,7 @@ class Command:
 
 
 _WORDS = {verb: verb.value for verb in Verb}  # Enum's .value is a descriptor call
+_AUTH = Verb.AUTH  # and on Python 3.11 Verb.AUTH goes through EnumType.__getattr__'s hook
 
 
 def command_line(verb: Verb, text: str) -> bytes:
@@ -69,7 +70,7 @@ def command_line(verb: Verb, text: str) -> bytes:
     if "\r" in text or "\n" in text or "\0" in text:
         raise LocalProtocolError(f"refusing to send {verb.value} with CR, LF or NUL")
     line = text.encode("utf-8") + b"\r\n"
-    limit = MAX_AUTH_LINE_LENGTH if verb is Verb.AUTH else MAX_COMMAND_LINE_LENGTH
+    limit = MAX_AUTH_LINE_LENGTH if verb is _AUTH else MAX_COMMAND_LINE_LENGTH
     if len(line) > limit:
         raise LocalProtocolError(f"{verb.value} line longer than {limit} octets")
     return line

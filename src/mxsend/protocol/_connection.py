@@ -191,6 +191,8 @@ class ClientConnection:
         self._pipelining = False  # these three follow _capabilities: see _set_capabilities
         self._size_limit: int | None = None
         self._offers_size = False
+        self._offers_dsn = False
+        self._use_bdat = False
         self._encrypted = config.implicit_tls
         self._mechanism: Mechanism | None = None
         self._auth_rounds = 0
@@ -399,19 +401,18 @@ class ClientConnection:
         if self._state is not _READY:
             raise LocalProtocolError(f"cannot begin a transaction in state {self._state.name}")
         mail_params, dropped = self._mail_parameters(envelope)
-        caps = self._capabilities
         # Lines are built (and may raise) before any state changes.
         mail = "MAIL FROM:" + _path(envelope.sender)
         if mail_params:
             mail += " " + " ".join(mail_params)
         lines = [command_line(_V_MAIL, mail)]
-        dsn = caps.dsn
+        dsn = self._offers_dsn
         for recipient in envelope.recipients:
             rcpt = f"RCPT TO:<{recipient.address}>"
             if dsn and (rcpt_params := recipient.options.parameters()):
                 rcpt += " " + " ".join(rcpt_params)
             lines.append(command_line(_V_RCPT, rcpt))
-        use_bdat = self.config.chunking and caps.chunking
+        use_bdat = self._use_bdat
         encoder = BodyEncoder(dot_stuff=not use_bdat, line_policy=self.config.line_policy)
         encoded = None if content is None else encoder.encode(content) + encoder.finish()
         txn = _Transaction(self._next_id, envelope, use_bdat, encoder)
@@ -424,7 +425,8 @@ class ClientConnection:
             self._needs_reset = False
             self._write(_RSET, _Expect(Verb.RSET))
         expects = [_Expect(_V_MAIL, txn)]
-        expects += [_Expect(_V_RCPT, txn, index) for index in range(len(lines) - 1)]
+        for index in range(len(lines) - 1):  # a loop, not a comprehension: no frame of its own
+            expects.append(_Expect(_V_RCPT, txn, index))
         if not use_bdat:
             lines.append(_DATA)
             expects.append(_Expect(_V_DATA, txn))
@@ -708,6 +710,8 @@ class ClientConnection:
         self._pipelining = self.config.pipelining and capabilities.pipelining
         self._size_limit = capabilities.size
         self._offers_size = "SIZE" in capabilities
+        self._offers_dsn = capabilities.dsn
+        self._use_bdat = self.config.chunking and capabilities.chunking
 
     def _refused(self, event: Input, reply: Reply) -> None:
         self._move(event)
