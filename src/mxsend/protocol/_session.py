@@ -104,7 +104,8 @@ class SessionDriver:
         # With keep_results False, on_result alone sees each result: a long session then
         # holds none of them (results and positions stay empty).
         self._keep_results = keep_results
-        self._messages: deque[tuple[int, Message]] = deque(enumerate(messages))
+        self._messages: deque[Message] = deque(messages)
+        self._taken = 0  # how many have left _messages: the next one's position
         self._positions: dict[int, int] = {}  # transaction id -> position in ``messages``
         self._bodies: dict[int, bytes | Content] = {}
         #: ``(transaction id, content)`` the I/O layer must stream now, or None.
@@ -128,12 +129,12 @@ class SessionDriver:
     @property
     def unsent(self) -> tuple[Message, ...]:
         """Messages no transaction was begun for."""
-        return tuple(message for _, message in self._messages)
+        return tuple(self._messages)
 
     @property
     def unsent_positions(self) -> tuple[int, ...]:
         """The positions in ``messages`` of :attr:`unsent`."""
-        return tuple(position for position, _ in self._messages)
+        return tuple(range(self._taken, self._taken + len(self._messages)))
 
     def handle(self, event: Event) -> None:
         conn = self.connection
@@ -232,7 +233,9 @@ class SessionDriver:
         """Begin the next transaction if the session can take one; QUIT when all are done."""
         conn = self.connection
         while self._messages and conn.state is _READY:
-            position, message = self._messages.popleft()
+            message = self._messages.popleft()
+            position = self._taken
+            self._taken += 1
             data = _in_memory(message.content)
             if data is not None and len(data) > INLINE_BODY:
                 data = None  # streamed with flow control, like a file

@@ -6,7 +6,7 @@ Reads top to bottom as ``async def``; the public face returns Deferreds.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from itertools import islice
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
@@ -51,12 +51,11 @@ Reported = Callable[[int, MessageReport], None]
 _DELIVERED, _DEFERRED = Status.DELIVERED, Status.DEFERRED
 
 
-@dataclass
-class _Pending:
-    """A message and the recipients of one destination still to be decided."""
-
-    message: Message
-    reports: dict[str, RecipientReport] = field(default_factory=dict)
+#: Each message's reports by its index in the delivery: one tuple per message, no pairs or
+#: lists around it (every object kept per message is one more for the collector to scan).
+Reports = dict[int, tuple[RecipientReport, ...]]
+#: What the sessions of one destination decided so far: by message index, then recipient.
+Found = dict[int, dict[str, RecipientReport]]
 
 
 def _retry_elsewhere(report: RecipientReport) -> bool:
@@ -148,17 +147,18 @@ class Deliverer:
     async def _deliver(
         self, messages: list[Message], on_decided: Decided | None
     ) -> list[MessageReport]:
-        groups: dict[str, list[tuple[int, Message]]] = {}
+        # Each destination's messages by their index (a dict: no pair kept per message).
+        groups: dict[str, dict[int, Message]] = {}
         split: set[int] = set()  # messages whose recipients go to more than one destination
         if self._options.smarthost and self._routes is None:
-            groups[""] = list(enumerate(messages))
+            groups[""] = dict(enumerate(messages))
         destination = self.destination
         for index, message in enumerate(messages if not groups else ()):
             recipients = message.envelope.recipients
             keys = [destination(r.address) for r in recipients]
             first = keys[0]
             if all(key == first for key in keys):
-                groups.setdefault(first, []).append((index, message))
+                groups.setdefault(first, {})[index] = message
                 continue
             split.add(index)
             by_domain: dict[str, list[Recipient]] = {}
@@ -166,7 +166,7 @@ class Deliverer:
                 by_domain.setdefault(key, []).append(recipient)
             for domain, some in by_domain.items():
                 part = Message(replace(message.envelope, recipients=tuple(some)), message.content)
-                groups.setdefault(domain, []).append((index, part))
+                groups.setdefault(domain, {})[index] = part
         semaphore = DeferredSemaphore(self._options.limits.parallel)
         jobs = [
             semaphore.run(self._destination, domain, group, on_decided)
@@ -175,9 +175,9 @@ class Deliverer:
         whole: dict[int, tuple[RecipientReport, ...]] = {}
         found: dict[tuple[int, str], RecipientReport] = {}
         for job in jobs:
-            for index, reports in await job:
+            for index, reports in (await job).items():
                 if index not in split:
-                    whole[index] = tuple(reports)  # in the envelope's order already
+                    whole[index] = reports  # in the envelope's order already
                     continue
                 for report in reports:
                     found[(index, report.recipient)] = report
@@ -261,8 +261,8 @@ class Deliverer:
         return Route(destination, (host,), relay.port, tls, source, relay.implicit_tls)
 
     async def _destination(
-        self, domain: str, group: list[tuple[int, Message]], on_decided: Decided | None
-    ) -> list[tuple[int, list[RecipientReport]]]:
+        self, domain: str, group: dict[int, Message], on_decided: Decided | None
+    ) -> Reports:
         """Route once, then spread the destination's messages over up to ``connections``
         concurrent sessions (a route's ``concurrency``), each reusing its connection for its
         share; under a route's ``rate``, as many messages at a time as it allows."""
@@ -270,8 +270,7 @@ class Deliverer:
         try:
             route = await self.route(domain)
         except RouteError as failure:
-            pending = {index: _Pending(message) for index, message in group}
-            return self._finish(pending, (failure.reply, FailureKind.DNS), 0, started)
+            return self._finish(group, {}, (failure.reply, FailureKind.DNS), 0, started)
         configured = self.configured(domain)
         connections = self._options.limits.connections
         limit = rate = None
@@ -279,31 +278,33 @@ class Deliverer:
             if configured.concurrency is not None:
                 connections = limit = configured.concurrency
             rate = configured.rate
-        out: list[tuple[int, list[RecipientReport]]] = []
-        step = len(group) if rate is None else rate.count
-        for start in range(0, len(group), step):
-            batch = group[start : start + step]
+        out: Reports = {}
+        indices = list(group)
+        step = len(indices) if rate is None else rate.count
+        for start in range(0, len(indices), step):
+            batch = indices[start : start + step]
             if rate is not None and self._state is not None:
                 await self._state.take(route.destination, rate, len(batch))
             shares = max(1, min(connections, len(batch)))
-            parts = [batch[i::shares] for i in range(shares)]
+            parts = [{i: group[i] for i in batch[n::shares]} for n in range(shares)]
             done = await gatherResults(
                 [
                     Deferred.fromCoroutine(self._share(limit, route, part, started, on_decided))
                     for part in parts
                 ]
             )
-            out.extend(item for part in done for item in part)
+            for part in done:
+                out.update(part)
         return out
 
     async def _share(
         self,
         limit: int | None,
         route: Route,
-        group: list[tuple[int, Message]],
+        group: dict[int, Message],
         started: float,
         on_decided: Decided | None,
-    ) -> list[tuple[int, list[RecipientReport]]]:
+    ) -> Reports:
         if self._state is None:
             return await self._attempts(route, group, started, on_decided)
         if limit is None:  # no route sets it: the destination's learned concurrency
@@ -336,13 +337,13 @@ class Deliverer:
     async def _attempts(
         self,
         route: Route,
-        group: list[tuple[int, Message]],
+        messages: dict[int, Message],
         started: float,
         on_decided: Decided | None,
-    ) -> list[tuple[int, list[RecipientReport]]]:
+    ) -> Reports:
         """Try the hosts in order until every recipient has an outcome that another host
         would not change, within the address and session limits."""
-        pending = {index: _Pending(message) for index, message in group}
+        found: Found = {}
         limits = self._options.limits
         queue = [(h, a) for h in route.hosts for a in h.addresses][: limits.max_addresses]
         policy = route.tls
@@ -352,7 +353,10 @@ class Deliverer:
         auth, mechanism = self._credentials(route)
         renewed = False
         while queue and sessions < limits.max_sessions:
-            todo = {i: m for i, p in pending.items() if (m := _undecided(p)) is not None}
+            todo = {
+                i: m for i, message in messages.items()
+                if (m := _undecided(message, found.get(i))) is not None
+            }  # fmt: skip
             if not todo:
                 break
             if auth is not None and self._state is not None:
@@ -365,7 +369,7 @@ class Deliverer:
             host, address = queue.pop(0)
             tried += 1
             recorder = _Recorder(
-                pending, list(todo), host, address,
+                found, list(todo), host, address,
                 tried=tried, started=started, clock=self._clock, on_decided=on_decided,
             )  # fmt: skip
             outcome, driver = await self._session(
@@ -400,7 +404,7 @@ class Deliverer:
             elif outcome.error is not None:
                 last_error = Reply.synthesized(451, "4.4.2", outcome.error)
                 last_failure = outcome.failure or FailureKind.LOST
-        return self._finish(pending, (last_error, last_failure), tried, started)
+        return self._finish(messages, found, (last_error, last_failure), tried, started)
 
     def _renews(self, refused: Reply | None, auth: Auth | None) -> bool:
         """Whether AUTH was refused with a command-made secret that has been renewed."""
@@ -411,20 +415,23 @@ class Deliverer:
 
     def _finish(
         self,
-        pending: dict[int, _Pending],
+        messages: dict[int, Message],
+        found: Found,
         last: tuple[Reply, FailureKind],
         tried: int,
         started: float,
-    ) -> list[tuple[int, list[RecipientReport]]]:
+    ) -> Reports:
         """Every recipient's report; those no host decided get the ``last`` error."""
         elapsed = self._clock.seconds() - started
         reply, failure = last
-        out = []
-        for index, p in pending.items():
+        none: dict[str, RecipientReport] = {}
+        out: Reports = {}
+        for index, message in messages.items():
+            decided = found.get(index, none)
             reports = []
-            for recipient in p.message.envelope.recipients:
+            for recipient in message.envelope.recipients:
                 address = str(recipient.address)
-                report = p.reports.get(address) or RecipientReport(
+                report = decided.get(address) or RecipientReport(
                     address,
                     Status.of(reply),
                     reply,
@@ -433,7 +440,7 @@ class Deliverer:
                     failure=failure,
                 )
                 reports.append(report)
-            out.append((index, reports))
+            out[index] = tuple(reports)
         return out
 
     async def _session(
@@ -522,18 +529,18 @@ class _Recorder:
         "address",
         "clock",
         "driver",
+        "found",
         "host",
         "indices",
         "on_decided",
         "outcome",
-        "pending",
         "started",
         "tried",
     )
 
     def __init__(
         self,
-        pending: dict[int, _Pending],
+        found: Found,
         indices: list[int],  # the driver is given todo's messages in this order
         host: MXHost,
         address: str,
@@ -544,7 +551,7 @@ class _Recorder:
         on_decided: Decided | None,
     ) -> None:
         self.clock = clock
-        self.pending = pending
+        self.found = found
         self.indices = indices
         self.host = host
         self.address = address
@@ -557,7 +564,7 @@ class _Recorder:
     def result(self, position: int, result: TransactionResult) -> None:
         assert self.driver is not None and self.outcome is not None
         index = self.indices[position]
-        reports = self.pending[index].reports
+        reports = self._reports(index)
         tls, elapsed = self._now()
         # The server lacked DSN, so NOTIFY went no further (RFC 3461 4.1, 6.2.2.1).
         relayed = bool(result.dropped) and any(
@@ -585,13 +592,19 @@ class _Recorder:
         tls, elapsed = self._now()
         status = Status.of(refusal)
         for position, message in zip(driver.unsent_positions, driver.unsent, strict=True):
-            reports = self.pending[self.indices[position]].reports
+            reports = self._reports(self.indices[position])
             for recipient in message.envelope.recipients:
                 text = str(recipient.address)
                 reports[text] = RecipientReport(
                     text, status, refusal, self.host.name, self.address, tls, False, self.tried,
                     elapsed, kind,
                 )  # fmt: skip
+
+    def _reports(self, index: int) -> dict[str, RecipientReport]:
+        reports = self.found.get(index)
+        if reports is None:
+            reports = self.found[index] = {}
+        return reports
 
     def _now(self) -> tuple[TLSInfo | None, float]:
         outcome = self.outcome
@@ -625,20 +638,20 @@ def _auth_deferral(refused: Reply | None) -> Reply | None:
     return Reply(454, (text,), EnhancedStatus.parse(enhanced))
 
 
-def _undecided(pending: _Pending) -> Message | None:
+def _undecided(message: Message, reports: dict[str, RecipientReport] | None) -> Message | None:
     """The message with only the recipients that still need a host, or None."""
-    if not pending.reports:
-        return pending.message  # before its first session, as every message is
+    if not reports:
+        return message  # before its first session, as every message is
     keep = tuple(
         r
-        for r in pending.message.envelope.recipients
-        if (report := pending.reports.get(str(r.address))) is None or _retry_elsewhere(report)
+        for r in message.envelope.recipients
+        if (report := reports.get(str(r.address))) is None or _retry_elsewhere(report)
     )
     if not keep:
         return None
-    if len(keep) == len(pending.message.envelope.recipients):
-        return pending.message
-    return Message(replace(pending.message.envelope, recipients=keep), pending.message.content)
+    if len(keep) == len(message.envelope.recipients):
+        return message
+    return Message(replace(message.envelope, recipients=keep), message.content)
 
 
 def deliver(
@@ -661,11 +674,11 @@ _SESSION_FAILURES = frozenset(
 )
 
 
-def _feedback(result: list[tuple[int, list[RecipientReport]]]) -> tuple[int, bool]:
+def _feedback(result: Reports) -> tuple[int, bool]:
     """A session's messages delivered whole, and whether the destination failed it."""
     delivered = 0
     failed = False
-    for _, reports in result:
+    for reports in result.values():
         if reports and all(r.status is Status.DELIVERED for r in reports):
             delivered += 1
         failed = failed or any(r.failure in _SESSION_FAILURES for r in reports)
