@@ -80,7 +80,7 @@ class RecipientReport:
     tls: TLSInfo | None = None
     outcome_unknown: bool = False
     attempts: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  #: from the start of its destination's delivery until it was decided
     failure: FailureKind | None = None  #: None when delivered
     #: Delivered to a server without DSN: NOTIFY and ORCPT went no further, so any
     #: success notice is ours to send ("relayed", RFC 3461 6.2.2.1).

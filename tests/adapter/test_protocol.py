@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -185,3 +186,18 @@ def test_a_handshake_that_never_ends_times_out_as_starttls() -> None:
     assert transport.disconnecting
     protocol.connectionLost(Failure(ConnectionError("closed")))
     assert outcomes[0].error == "timed out in the TLS handshake"
+
+
+def test_done_fires_even_when_a_result_callback_raises_at_the_loss() -> None:
+    h = Harness()
+
+    def broken(position: int, result: object) -> None:
+        raise RuntimeError("the caller's bug")
+
+    h.driver.on_result = broken
+    h.feed(b"220 mx\r\n")
+    h.feed(b"250-mx\r\n250 PIPELINING\r\n")
+    h.feed(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    with pytest.raises(RuntimeError):  # Twisted logs what connectionLost raises
+        h.close()  # the transaction completes (unknown) inside connectionLost
+    assert len(h.outcomes) == 1  # the session's Deferred fired: nothing waits forever

@@ -124,7 +124,7 @@ def test_same_signature_and_still_frozen() -> None:
 @pytest.mark.parametrize("cls", FAST, ids=lambda cls: cls.__name__)
 def test_the_value_types_use_it(cls: type) -> None:
     # The module-level guard compared the signatures; this checks the decorator ran.
-    names = cls.__init__.__code__.co_names  # type: ignore[misc]
+    names = cls.__init__.__code__.co_freevars  # type: ignore[misc]
     assert any(name.startswith("__mx_set_") for name in names)
 
 
@@ -162,15 +162,42 @@ def test_parsed_addresses_are_shared_and_bounded() -> None:
 
 def test_a_subclass_or_a_str_subclass_is_not_served_from_the_cache() -> None:
     class Text(str):
-        pass
+        def rpartition(self, sep: str) -> tuple[str, str, str]:  # what parse splits with
+            return ("mallory", "@", "example.org")
 
     class Mailbox(Address):
         __slots__ = ()
 
-    Address.parse("carol@example.org")
-    assert type(Mailbox.parse("carol@example.org")) is Mailbox
-    parsed = Address.parse(Text("carol@example.org"))
-    assert parsed == Address("carol", "example.org") and "carol@example.org" in _address._PARSED
+    _address._PARSED.clear()
+    plain = Address.parse("carol@example.org")
+    assert type(Mailbox.parse("carol@example.org")) is Mailbox  # not the cached Address
+    # A str subclass is neither stored nor answered from the cache: its own methods decide.
+    assert Address.parse(Text("carol@example.org")) == Address("mallory", "example.org")
+    assert Address.parse(Text("dave@example.org")).local_part == "mallory"
+    assert "dave@example.org" not in _address._PARSED
+    assert Address.parse("carol@example.org") is plain
+    assert Envelope.build(None, [Text("erin@example.org")]).recipients[0].address.local_part == (
+        "mallory"
+    )
+    assert "erin@example.org" not in _options._PLAIN_RECIPIENTS
+
+
+def test_introspection_sees_the_modules_names() -> None:
+    import typing
+
+    assert typing.get_type_hints(Envelope.__init__)["sender"] == Address | None
+    assert (
+        inspect.signature(RecipientReport.__init__, eval_str=True).parameters["reply"].annotation
+        is Reply
+    )
+    assert Envelope.__init__.__module__ == "mxsend.protocol._options"
+
+
+def test_refuses_an_initvar() -> None:
+    namespace = {"__annotations__": {"a": int, "b": dataclasses.InitVar[int]}}
+    cls = dataclass(frozen=True, slots=True)(type("WithInitVar", (), namespace))
+    with pytest.raises(TypeError, match="InitVar"):
+        fast_init(cls)
 
 
 def test_plain_recipients_are_shared_and_those_with_options_are_not() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import sys
 from typing import Any, TypeVar
 
 __all__ = ["fast_init"]
@@ -24,25 +25,26 @@ def fast_init(cls: type[T]) -> type[T]:
     params = getattr(cls, "__dataclass_params__", None)
     if params is None or not params.frozen or "__slots__" not in cls.__dict__:
         raise TypeError(f"{cls.__name__} is not a frozen, slotted dataclass")
-    if any(isinstance(v, dataclasses.InitVar) for v in cls.__annotations__.values()):
-        raise TypeError(f"{cls.__name__} has an InitVar")  # not needed, so not handled
     original = cls.__init__
     given = inspect.signature(original).parameters
-    namespace: dict[str, Any] = {}
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    if set(given) - {"self"} - {f.name for f in fields if f.init}:
+        raise TypeError(f"{cls.__name__} has an InitVar")  # not needed, so not handled
+    closure: dict[str, Any] = {}  # what the generated __init__ refers to, by name
     positional: list[str] = []
     keywords: list[str] = []
     body: list[str] = []
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in fields:
         setter, default = f"__mx_set_{f.name}", ""
-        namespace[setter] = cls.__dict__[f.name].__set__
+        closure[setter] = cls.__dict__[f.name].__set__
         if f.default is not dataclasses.MISSING:
-            namespace[f"__mx_default_{f.name}"] = f.default
+            closure[f"__mx_default_{f.name}"] = f.default
             value, default = f"__mx_default_{f.name}", f"=__mx_default_{f.name}"
         elif f.default_factory is not dataclasses.MISSING:
-            namespace[f"__mx_factory_{f.name}"] = f.default_factory
+            closure[f"__mx_factory_{f.name}"] = f.default_factory
             value = f"__mx_factory_{f.name}()"
             if f.init:  # the dataclass's own marker for "not given", so help() reads the same
-                namespace[f"__mx_unset_{f.name}"] = given[f.name].default
+                closure[f"__mx_unset_{f.name}"] = given[f.name].default
                 default = f"=__mx_unset_{f.name}"
         else:
             value = default = ""
@@ -53,13 +55,22 @@ def fast_init(cls: type[T]) -> type[T]:
             else:
                 value = f.name
         if value:  # a field with init=False and no default is left to __post_init__
-            body.append(f"    {setter}(self, {value})")
+            body.append(f"        {setter}(self, {value})")
     if hasattr(cls, "__post_init__"):
-        body.append("    self.__post_init__()")
+        body.append("        self.__post_init__()")
     signature = ", ".join(["self", *positional, *(["*", *keywords] if keywords else [])])
-    source = f"def __init__({signature}) -> None:\n" + ("\n".join(body) or "    pass") + "\n"
-    exec(source, namespace)
-    init = namespace["__init__"]
+    # As dataclasses does: made by a factory run in the class's module, so that the function's
+    # globals are the module's (typing.get_type_hints resolves its annotations) and what it
+    # refers to are closure cells.
+    source = (
+        f"def __mx_make({', '.join(closure)}):\n"
+        f"    def __init__({signature}):\n" + ("\n".join(body) or "        pass") + "\n"
+        "    return __init__\n"
+    )
+    module = sys.modules.get(cls.__module__)
+    scope: dict[str, Any] = {}
+    exec(source, module.__dict__ if module is not None else {}, scope)
+    init = scope["__mx_make"](**closure)
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__doc__ = original.__doc__
     init.__annotations__ = dict(original.__annotations__)

@@ -125,9 +125,12 @@ class SMTPClientProtocol(Protocol):
             self.outcome.error = self.outcome.error or detail
             self.outcome.failure = self.outcome.failure or FailureKind.LOST
         self._conn.connection_lost(detail)
-        with contextlib.suppress(ProtocolError):  # the connection is already gone
-            self._drain()
-        self.done.callback(self.outcome)
+        try:
+            with contextlib.suppress(ProtocolError):  # the connection is already gone
+                self._drain()
+        finally:
+            # Fired whatever a caller's callback raised: the delivery waits on it.
+            self.done.callback(self.outcome)
 
     def _pump(self) -> None:
         try:
