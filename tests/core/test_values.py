@@ -154,9 +154,11 @@ def test_parsed_addresses_are_shared_and_bounded() -> None:
     for _ in range(2):  # refused every time: a failure is never remembered
         with pytest.raises(AddressError):
             Address.parse("bob@@example.net")
-    for n in range(_address._PARSED_MAX + 10):
+    cache = _address._parse_text.cache_info
+    assert cache().maxsize == 1024
+    for n in range(1034):
         Address.parse(f"user{n}@example.net")
-    assert len(_address._PARSED) <= _address._PARSED_MAX
+    assert cache().currsize == 1024
     assert Address.parse("bob@example.net") == first
 
 
@@ -168,18 +170,19 @@ def test_a_subclass_or_a_str_subclass_is_not_served_from_the_cache() -> None:
     class Mailbox(Address):
         __slots__ = ()
 
-    _address._PARSED.clear()
+    _address._parse_text.cache_clear()
+    _options._shared_recipient.cache_clear()
     plain = Address.parse("carol@example.org")
     assert type(Mailbox.parse("carol@example.org")) is Mailbox  # not the cached Address
     # A str subclass is neither stored nor answered from the cache: its own methods decide.
     assert Address.parse(Text("carol@example.org")) == Address("mallory", "example.org")
     assert Address.parse(Text("dave@example.org")).local_part == "mallory"
-    assert "dave@example.org" not in _address._PARSED
+    assert _address._parse_text.cache_info().currsize == 1  # carol's alone
     assert Address.parse("carol@example.org") is plain
     assert Envelope.build(None, [Text("erin@example.org")]).recipients[0].address.local_part == (
         "mallory"
     )
-    assert "erin@example.org" not in _options._PLAIN_RECIPIENTS
+    assert _options._shared_recipient.cache_info().currsize == 0
 
 
 def test_introspection_sees_the_modules_names() -> None:
@@ -208,8 +211,8 @@ def test_plain_recipients_are_shared_and_those_with_options_are_not() -> None:
     three = Envelope.build("a@example.com", ["b@example.net"], rcpt_options=notify)
     assert three.recipients[0].options is notify and three.wants_dsn
     assert three.recipients[0] is not two.recipients[0]
-    for n in range(_options._PLAIN_RECIPIENTS_MAX + 10):
+    for n in range(1034):
         Envelope.build(None, [f"r{n}@example.net"])
-    assert len(_options._PLAIN_RECIPIENTS) <= _options._PLAIN_RECIPIENTS_MAX
+    assert _options._shared_recipient.cache_info().currsize == 1024
     with pytest.raises(AddressError):
         Envelope.build("a@example.com", ["not an address"])

@@ -7,6 +7,7 @@ and bpo-43124 injection classes).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import unicodedata
@@ -138,22 +139,19 @@ class Address:
     @classmethod
     def parse(cls, text: str) -> Address:
         """Validate ``local@domain`` (no angle brackets) or raise :class:`AddressError`."""
-        if type(text) is str and cls is Address and (known := _PARSED.get(text)) is not None:
-            return known
+        if type(text) is str and cls is Address:
+            return _parse_text(text)  # a str subclass or a subclass of Address is not shared
+        return cls._parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> Address:
         if not isinstance(text, str):
             raise AddressError(f"address must be text, not {type(text).__name__}")
-        address = None
         if _PLAIN(text) is not None and len(text) <= MAX_PATH_LENGTH - 2:
             local, _, domain = text.rpartition("@")
             if len(local) <= MAX_LOCAL_PART_LENGTH:
-                address = cls(local, domain)
-        if address is None:
-            address = cls._checked(text)
-        if type(text) is str and cls is Address:
-            if len(_PARSED) >= _PARSED_MAX:
-                _PARSED.clear()
-            _PARSED[text] = address
-        return address
+                return cls(local, domain)
+        return cls._checked(text)
 
     @classmethod
     def _checked(cls, text: str) -> Address:
@@ -187,7 +185,8 @@ class Address:
         return f"{self.local_part}@{self.domain}"
 
 
-# The addresses parsed last, by their text: a bulk sender gives the same sender (and often the
-# same recipients) for every message. An Address is immutable, so one can be shared; bounded.
-_PARSED: dict[str, Address] = {}
-_PARSED_MAX = 1024
+@functools.lru_cache(maxsize=1024)
+def _parse_text(text: str) -> Address:
+    # A bulk sender gives the same sender (and often the same recipients) for every message,
+    # and an Address is immutable: the last ones parsed are shared. A refusal is not kept.
+    return Address._parse(text)

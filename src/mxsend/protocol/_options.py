@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -221,18 +222,15 @@ _NO_MAIL_OPTIONS = MailOptions()
 _set_utf8 = Envelope.__dict__["_utf8"].__set__
 _set_dsn = Envelope.__dict__["_dsn"].__set__
 
-# Recipients without RCPT parameters, by their text: like Address.parse's, bounded and shared
-# (a Recipient is immutable), so a repeated recipient costs one lookup.
-_PLAIN_RECIPIENTS: dict[str, Recipient] = {}
-_PLAIN_RECIPIENTS_MAX = 1024
-
 
 def _plain_recipient(text: str) -> Recipient:
-    known = _PLAIN_RECIPIENTS.get(text) if type(text) is str else None
-    if known is None:
-        known = Recipient(Address.parse(text))
-        if type(text) is str:
-            if len(_PLAIN_RECIPIENTS) >= _PLAIN_RECIPIENTS_MAX:
-                _PLAIN_RECIPIENTS.clear()
-            _PLAIN_RECIPIENTS[text] = known
-    return known
+    if type(text) is str:
+        return _shared_recipient(text)
+    return Recipient(Address.parse(text))  # a str subclass is not shared (nor a non-str)
+
+
+@functools.lru_cache(maxsize=1024)
+def _shared_recipient(text: str) -> Recipient:
+    # As Address.parse's: the last plain recipients built are shared (a Recipient is
+    # immutable), so a repeated one costs a lookup.
+    return Recipient(Address.parse(text))
