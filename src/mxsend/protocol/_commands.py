@@ -47,7 +47,7 @@ class Command:
     sensitive: bool = False
 
     def to_bytes(self) -> bytes:
-        words = [] if self.verb is Verb.AUTH and not self.argument else [_WORDS[self.verb]]
+        words = [] if self.verb is Verb.AUTH and not self.argument else [WORDS[self.verb]]
         if self.argument:
             words.append(self.argument)
         words.extend(self.params)
@@ -59,8 +59,17 @@ class Command:
         return self.to_bytes().decode("utf-8").rstrip("\r\n")
 
 
-_WORDS = {verb: verb.value for verb in Verb}  # Enum's .value is a descriptor call
-_AUTH = Verb.AUTH  # and on Python 3.11 Verb.AUTH goes through EnumType.__getattr__'s hook
+WORDS = {verb: verb.value for verb in Verb}  # Enum's .value is a descriptor call
+# And on Python 3.11 ``Verb.MAIL`` goes through EnumType.__getattr__'s lookup hook: the verbs
+# of every message are looked up once, here.
+VERB_MAIL, VERB_RCPT, VERB_DATA, VERB_DOT, VERB_AUTH, VERB_BDAT = (
+    Verb.MAIL,
+    Verb.RCPT,
+    Verb.DATA,
+    Verb.DOT,
+    Verb.AUTH,
+    Verb.BDAT,
+)
 
 
 def command_line(verb: Verb, text: str) -> bytes:
@@ -70,7 +79,7 @@ def command_line(verb: Verb, text: str) -> bytes:
     if "\r" in text or "\n" in text or "\0" in text:
         raise LocalProtocolError(f"refusing to send {verb.value} with CR, LF or NUL")
     line = text.encode("utf-8") + b"\r\n"
-    limit = MAX_AUTH_LINE_LENGTH if verb is _AUTH else MAX_COMMAND_LINE_LENGTH
+    limit = MAX_AUTH_LINE_LENGTH if verb is VERB_AUTH else MAX_COMMAND_LINE_LENGTH
     if len(line) > limit:
         raise LocalProtocolError(f"{verb.value} line longer than {limit} octets")
     return line

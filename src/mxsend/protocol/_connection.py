@@ -25,7 +25,18 @@ from typing import NoReturn
 from mxsend.protocol._address import validate_domain
 from mxsend.protocol._auth import Mechanism
 from mxsend.protocol._capabilities import Capabilities
-from mxsend.protocol._commands import Command, Verb, command_line
+from mxsend.protocol._commands import (
+    VERB_AUTH,
+    VERB_BDAT,
+    VERB_DATA,
+    VERB_DOT,
+    VERB_MAIL,
+    VERB_RCPT,
+    WORDS,
+    Command,
+    Verb,
+    command_line,
+)
 from mxsend.protocol._encoder import BodyEncoder, LinePolicy
 from mxsend.protocol._errors import (
     CleartextAuthError,
@@ -55,7 +66,7 @@ from mxsend.protocol._events import (
 )
 from mxsend.protocol._options import Body, Envelope, xtext
 from mxsend.protocol._reply import Reply, ReplyParser
-from mxsend.protocol._state import Input, State, transition
+from mxsend.protocol._state import CLOSED, ERROR, MAIL, READY, TLS, Input, State, transition
 
 __all__ = ["MAX_AUTH_ROUNDS", "ClientConfig", "ClientConnection", "Trace"]
 
@@ -70,25 +81,6 @@ _DATA, _RSET, _NOOP, _QUIT, _STARTTLS = (
 # The two transitions every message makes are written inline (begin_transaction, end_body).
 assert transition(State.READY, Input.BEGIN_TRANSACTION) is State.MAIL
 assert transition(State.MAIL, Input.END_BODY) is State.READY
-
-# On Python 3.11 every ``State.READY`` goes through EnumType.__getattr__'s lookup hook (about
-# 0.2 us); the members the path of every message reads are looked up once, here.
-_READY, _MAIL, _TLS, _CLOSED, _ERROR = (
-    State.READY,
-    State.MAIL,
-    State.TLS,
-    State.CLOSED,
-    State.ERROR,
-)
-_V_MAIL, _V_RCPT, _V_DATA, _V_DOT, _V_AUTH, _V_BDAT = (
-    Verb.MAIL,
-    Verb.RCPT,
-    Verb.DATA,
-    Verb.DOT,
-    Verb.AUTH,
-    Verb.BDAT,
-)
-_STAGES = {verb: verb.value for verb in Verb}  # a member's .value is a descriptor call too
 
 # A SASL exchange longer than this is a server stalling us (SCRAM needs 2 rounds).
 MAX_AUTH_ROUNDS = 8
@@ -247,9 +239,9 @@ class ClientConnection:
         """``(replies so far, stage)`` while a reply is awaited, e.g. ``(3, "RCPT")``; None
         otherwise. I/O layers run one absolute deadline per distinct value (RFC 5321
         4.5.3.2): bytes that trickle in without completing a reply do not extend it."""
-        if not self._expected or self._state in (_TLS, _ERROR, _CLOSED):
+        if not self._expected or self._state in (TLS, ERROR, CLOSED):
             return None
-        return self._replies, _STAGES[self._expected[0].verb]
+        return self._replies, WORDS[self._expected[0].verb]
 
     def data_to_send(self) -> bytes:
         """The bytes to write to the peer now (possibly empty). The commands in them count as
@@ -269,9 +261,9 @@ class ClientConnection:
         if not data:
             self._eof = True
             return
-        if self._state in (_CLOSED, _ERROR) or self._broken is not None:
+        if self._state in (CLOSED, ERROR) or self._broken is not None:
             return
-        if self._state is _TLS:
+        if self._state is TLS:
             self._broken = ResponseInjectionError("data received after 220 to STARTTLS, before TLS")
             return
         parser = self._parser
@@ -301,9 +293,9 @@ class ClientConnection:
     def next_event(self) -> Event | None:
         """The next event, or None until more data arrives."""
         while not self._events:
-            if self._state is _ERROR:
+            if self._state is ERROR:
                 raise RemoteProtocolError("connection is in the error state")
-            if self._state is _CLOSED:
+            if self._state is CLOSED:
                 return None
             if self._broken is not None:
                 self._fail_protocol(self._broken)
@@ -398,42 +390,42 @@ class ClientConnection:
         ``content`` under LinePolicy.REJECT) :class:`LineTooLongError`, sending nothing, when
         the server cannot take this message; ``err.reply`` reports it.
         """
-        if self._state is not _READY:
+        if self._state is not READY:
             raise LocalProtocolError(f"cannot begin a transaction in state {self._state.name}")
         mail_params, dropped = self._mail_parameters(envelope)
         # Lines are built (and may raise) before any state changes.
         mail = "MAIL FROM:" + _path(envelope.sender)
         if mail_params:
             mail += " " + " ".join(mail_params)
-        lines = [command_line(_V_MAIL, mail)]
+        lines = [command_line(VERB_MAIL, mail)]
         dsn = self._offers_dsn
         for recipient in envelope.recipients:
             rcpt = f"RCPT TO:<{recipient.address}>"
             if dsn and (rcpt_params := recipient.options.parameters()):
                 rcpt += " " + " ".join(rcpt_params)
-            lines.append(command_line(_V_RCPT, rcpt))
+            lines.append(command_line(VERB_RCPT, rcpt))
         use_bdat = self._use_bdat
         encoder = BodyEncoder(dot_stuff=not use_bdat, line_policy=self.config.line_policy)
         encoded = None if content is None else encoder.encode(content) + encoder.finish()
         txn = _Transaction(self._next_id, envelope, use_bdat, encoder)
         txn.dropped = dropped
         self._next_id += 1
-        self._state = _MAIL  # READY --begin_transaction--> MAIL, checked above
+        self._state = MAIL  # READY --begin_transaction--> MAIL, checked above
         self._current = txn
         self._transactions.append(txn)
         if self._needs_reset:
             self._needs_reset = False
             self._write(_RSET, _Expect(Verb.RSET))
-        expects = [_Expect(_V_MAIL, txn)]
+        expects = [_Expect(VERB_MAIL, txn)]
         for index in range(len(lines) - 1):  # a loop, not a comprehension: no frame of its own
-            expects.append(_Expect(_V_RCPT, txn, index))
+            expects.append(_Expect(VERB_RCPT, txn, index))
         if not use_bdat:
             lines.append(_DATA)
-            expects.append(_Expect(_V_DATA, txn))
+            expects.append(_Expect(VERB_DATA, txn))
             txn.content = encoded
         elif encoded is not None:  # RFC 3030: the whole content as one last chunk
-            lines.append(command_line(_V_BDAT, f"BDAT {len(encoded)} LAST") + encoded)
-            expects.append(_Expect(_V_BDAT, txn, 1))
+            lines.append(command_line(VERB_BDAT, f"BDAT {len(encoded)} LAST") + encoded)
+            expects.append(_Expect(VERB_BDAT, txn, 1))
             txn.body_sent = True
         if self._trace is None and self._pipelining:
             # Nothing to trace or hold: the whole group goes out in one write (RFC 2920).
@@ -452,7 +444,7 @@ class ClientConnection:
 
     def _body_out(self, txn: _Transaction) -> None:
         """Content given to begin_transaction() is written: the session goes on."""
-        self._state = _READY  # MAIL --end_body--> READY: only called in MAIL
+        self._state = READY  # MAIL --end_body--> READY: only called in MAIL
         self._current = None
         self._events.append(BodySent(txn.id))
 
@@ -474,7 +466,7 @@ class ClientConnection:
     def end_body(self) -> None:
         """End the content: ``.`` CRLF after DATA, or BDAT ... LAST (RFC 3030)."""
         txn = self._body_transaction()
-        self._state = _READY  # MAIL --end_body--> READY: _body_transaction checked it
+        self._state = READY  # MAIL --end_body--> READY: _body_transaction checked it
         self._current = None
         if txn.failure is not None:
             self._settle(txn)
@@ -487,7 +479,7 @@ class ClientConnection:
         else:
             self._out.append(tail)
             txn.outstanding += 1
-            self._expected.append(_Expect(_V_DOT, txn))
+            self._expected.append(_Expect(VERB_DOT, txn))
             if self._trace is not None:
                 self._trace("C", f"<{txn.encoder.size} octets of message content>")
                 self._trace("C", ".")
@@ -669,7 +661,7 @@ class ClientConnection:
         if txn is not None:
             txn.outstanding -= 1
         verb = expect.verb
-        if 300 <= code < 400 and verb is not _V_DATA and verb is not _V_AUTH:
+        if 300 <= code < 400 and verb is not VERB_DATA and verb is not VERB_AUTH:
             raise RemoteProtocolError(f"unexpected {code} reply to {verb.value}")
         _HANDLERS[verb](self, reply, expect)
         if self._held:
@@ -782,7 +774,7 @@ class ClientConnection:
                 txn.body_sent = True
                 self._out.append(b".\r\n")
                 txn.outstanding += 1
-                self._expected.append(_Expect(_V_DOT, txn))
+                self._expected.append(_Expect(VERB_DOT, txn))
                 self._fail(txn, txn.failure or reply)
                 return
             if txn.content is not None:
@@ -790,7 +782,7 @@ class ClientConnection:
                 txn.content = None
                 txn.body_sent = True
                 txn.outstanding += 1
-                self._expected.append(_Expect(_V_DOT, txn))
+                self._expected.append(_Expect(VERB_DOT, txn))
                 if self._trace is not None:
                     self._trace("C", f"<{txn.encoder.size} octets of message content>")
                     self._trace("C", ".")

@@ -42,12 +42,12 @@ class Status(enum.Enum):
     def of(cls, reply: Reply) -> Status:
         code = reply.code  # once per recipient: no properties, no member lookups
         if 200 <= code < 300:
-            return _DELIVERED
-        return _FAILED if code >= 500 else _DEFERRED
+            return DELIVERED
+        return FAILED if code >= 500 else DEFERRED
 
 
 # Looked up once: on Python 3.11 ``Status.DELIVERED`` goes through EnumType.__getattr__'s hook.
-_DELIVERED, _DEFERRED, _FAILED = Status.DELIVERED, Status.DEFERRED, Status.FAILED
+DELIVERED, DEFERRED, FAILED = Status.DELIVERED, Status.DEFERRED, Status.FAILED
 
 
 @fast_init

@@ -45,7 +45,7 @@ from mxsend.protocol._events import (
 )
 from mxsend.protocol._options import Envelope
 from mxsend.protocol._reply import Reply
-from mxsend.protocol._state import State
+from mxsend.protocol._state import READY, State
 from mxsend.protocol._values import fast_init
 
 __all__ = ["INLINE_BODY", "Message", "SessionDriver"]
@@ -53,8 +53,6 @@ __all__ = ["INLINE_BODY", "Message", "SessionDriver"]
 #: In-memory content up to this size is encoded and written in one go; larger content is
 #: streamed like a file, so the transport never holds a second copy of a large message.
 INLINE_BODY = 262144
-
-_READY = State.READY  # read per message: on Python 3.11 a member lookup costs a hook call
 
 
 @fast_init
@@ -232,7 +230,7 @@ class SessionDriver:
     def _next(self) -> None:
         """Begin the next transaction if the session can take one; QUIT when all are done."""
         conn = self.connection
-        while self._messages and conn.state is _READY:
+        while self._messages and conn.state is READY:
             message = self._messages.popleft()
             position = self._taken
             self._taken += 1
@@ -253,7 +251,7 @@ class SessionDriver:
                 self._bodies[ident] = message.content
             self._positions[ident] = position
             return
-        if not self._messages and conn.state is _READY:
+        if not self._messages and conn.state is READY:
             self._quit()
 
     def _check_lines(self, content: bytes | Content) -> None:

@@ -33,6 +33,7 @@ from mxsend.protocol import (
     Status,
     TransactionResult,
 )
+from mxsend.protocol._events import DEFERRED, DELIVERED  # no enum lookup hook per recipient
 from mxsend.routing import MXHost, PolicySource, Route, RouteError, TLSPolicy
 from mxsend.routing._table import Auth, DomainRoute, RouteTable
 from mxsend.twisted._dns import DNSRouter
@@ -47,9 +48,6 @@ Decided = Callable[[int, RecipientReport], None]
 #: ``on_report(index, report)``: every recipient of the message at ``index`` has its outcome.
 Reported = Callable[[int, MessageReport], None]
 
-# Read per recipient: on Python 3.11 a member lookup goes through EnumType.__getattr__'s hook.
-_DELIVERED, _DEFERRED = Status.DELIVERED, Status.DEFERRED
-
 
 #: Each message's reports by its index in the delivery: one tuple per message, no pairs or
 #: lists around it (every object kept per message is one more for the collector to scan).
@@ -61,7 +59,7 @@ Found = dict[int, dict[str, RecipientReport]]
 def _retry_elsewhere(report: RecipientReport) -> bool:
     """Worth another host: the server closed (421), or the session ended (lost, timed out,
     TLS refused) before the end of data. Never when the outcome is unknown: no duplicates."""
-    if report.status is not _DEFERRED or report.outcome_unknown:
+    if report.status is not DEFERRED or report.outcome_unknown:
         return False
     if report.failure is FailureKind.CONTENT:
         return False  # the message's own content could not be read: no host would change that
@@ -573,14 +571,14 @@ class _Recorder:
         host, address, tried, on_decided = self.host.name, self.address, self.tried, self.on_decided
         for r in result.recipients:
             status, reply = r.status, r.reply
-            delivered = status is _DELIVERED
+            delivered = status is DELIVERED
             failure = None if delivered else self._failure_of(reply, position)
             report = RecipientReport(
                 str(r.recipient), status, reply, host, address, tls, r.outcome_unknown, tried,
                 elapsed, failure, relayed and delivered,
             )  # fmt: skip
             reports[report.recipient] = report
-            if on_decided is not None and status is not _DEFERRED and not r.outcome_unknown:
+            if on_decided is not None and status is not DEFERRED and not r.outcome_unknown:
                 on_decided(index, report)
 
     def refuse_unsent(self, driver: SessionDriver) -> None:

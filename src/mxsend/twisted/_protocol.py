@@ -42,6 +42,7 @@ from mxsend.protocol import (
     State,
     TLSRequested,
 )
+from mxsend.protocol._state import CLOSED  # State.CLOSED without the enum lookup hook
 from mxsend.twisted._tls import ClientTLS
 
 __all__ = ["SMTPClientProtocol", "SessionOutcome"]
@@ -49,7 +50,6 @@ __all__ = ["SMTPClientProtocol", "SessionOutcome"]
 _HANDSHAKE = "TLS handshake"  # what awaits while STARTTLS's handshake runs
 _SESSION_EVENTS = frozenset({TLSRequested, SessionRefused, ServerClosing})
 _LOST = Failure(ConnectionError("connection closed"))  # type: ignore[no-untyped-call]
-_CLOSED = State.CLOSED  # read per message: on Python 3.11 a member lookup costs a hook call
 
 
 @dataclass
@@ -142,7 +142,7 @@ class SMTPClientProtocol(Protocol):
         out = self._conn.data_to_send()
         if out:
             write_now(self.transport, out)
-        if self._conn.state is _CLOSED:
+        if self._conn.state is CLOSED:
             self._close_stream()  # a 421 mid-body: the rest has nowhere to go
             self.transport.loseConnection()
         elif self._driver.streaming is not None and self._chunks is None and self._may_stream():
