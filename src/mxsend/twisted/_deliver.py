@@ -351,10 +351,10 @@ class Deliverer:
         auth, mechanism = self._credentials(route)
         renewed = False
         while queue and sessions < limits.max_sessions:
-            todo = {
+            todo = dict(messages) if not found else {
                 i: m for i, message in messages.items()
                 if (m := _undecided(message, found.get(i))) is not None
-            }  # fmt: skip
+            }  # fmt: skip  (the first session: every message is undecided)
             if not todo:
                 break
             if auth is not None and self._state is not None:
