@@ -351,10 +351,7 @@ class Deliverer:
         auth, mechanism = self._credentials(route)
         renewed = False
         while queue and sessions < limits.max_sessions:
-            todo = dict(messages) if not found else {
-                i: m for i, message in messages.items()
-                if (m := _undecided(message, found.get(i))) is not None
-            }  # fmt: skip  (the first session: every message is undecided)
+            todo = _todo(messages, found)
             if not todo:
                 break
             if auth is not None and self._state is not None:
@@ -634,6 +631,16 @@ def _auth_deferral(refused: Reply | None) -> Reply | None:
     enhanced = f"4.7.{found.detail}" if found is not None and found.subject == 7 else "4.7.0"
     text = f"{enhanced} AUTH refused, deferred (fix the credentials): {refused}"
     return Reply(454, (text,), EnhancedStatus.parse(enhanced))
+
+
+def _todo(messages: dict[int, Message], found: Found) -> dict[int, Message]:
+    """The messages (with only their recipients) that still need a host."""
+    if not found:  # before any session decided anything: every message as it is
+        return dict(messages)
+    return {
+        i: m for i, message in messages.items()
+        if (m := _undecided(message, found.get(i))) is not None
+    }  # fmt: skip
 
 
 def _undecided(message: Message, reports: dict[str, RecipientReport] | None) -> Message | None:
