@@ -427,6 +427,28 @@ def test_content_with_the_transaction_goes_as_one_bdat_last() -> None:
     assert [r.status for r in result.recipients] == [Status.DELIVERED] * 2
 
 
+def test_bdat_messages_are_in_flight_one_at_a_time() -> None:
+    # Each BDAT LAST leaves with its envelope: without waiting for the one before's final
+    # reply, a whole session's messages would be out with their outcomes unknown at once.
+    conn = ClientConnection(ClientConfig("client.example"))
+    messages = [
+        Message(Envelope.build("a@b.example", [f"r{i}@c.example"]), b"hi\r\n") for i in range(3)
+    ]
+    driver = SessionDriver(conn, messages, starttls=False)
+    writes = []
+    for reply in [EHLO, b"250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n"] + [
+        b"250 ok\r\n250 ok\r\n250 queued\r\n"
+    ] * 3:
+        conn.receive_data(reply)
+        while (event := conn.next_event()) is not None:  # as the I/O layer does
+            driver.handle(event)
+        writes.append(conn.data_to_send())
+    assert [w.count(b"BDAT ") for w in writes] == [0, 1, 1, 1, 0]
+    assert writes[1].startswith(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<r0@c.example>\r\n")
+    assert writes[3].endswith(b"BDAT 4 LAST\r\nhi\r\nQUIT\r\n")  # QUIT rides behind the last
+    assert [r.recipients[0].status for r in driver.results] == [Status.DELIVERED] * 3
+
+
 def test_content_with_a_long_line_is_refused_before_any_command() -> None:
     conn = connect(["PIPELINING"])
     with pytest.raises(LineTooLongError):

@@ -220,6 +220,16 @@ class ClientConnection:
         return self._state is State.READY and not self._expected and not self._held
 
     @property
+    def chunking(self) -> bool:
+        """Transactions use BDAT (RFC 3030): offered, and not turned off."""
+        return self._use_bdat
+
+    @property
+    def unfinished(self) -> int:
+        """Transactions begun whose outcome is not yet known."""
+        return len(self._transactions)
+
+    @property
     def earlier_settled(self) -> bool:
         """No reply is due for a transaction before the current one. Content that may have
         to be abandoned midway (a file) waits for this, so that cutting the connection for

@@ -2,8 +2,10 @@
 
 :class:`SessionDriver` runs messages through one :class:`ClientConnection`: STARTTLS when
 asked, AUTH when given a mechanism, then one transaction per message, pipelining the next
-transaction (or QUIT) behind each final dot. I/O layers call :meth:`SessionDriver.handle` with
-every event and write whatever the connection then has to send.
+transaction (or QUIT) behind each final dot; with BDAT, a message whose content goes with its
+envelope waits for the final reply of the one before, so one outcome at most is ever unknown.
+I/O layers call :meth:`SessionDriver.handle` with every event and write whatever the
+connection then has to send.
 
 Content held in memory and small goes with its transaction: the connection sends it. Any
 other content (a file, chunks, large bytes) is left to the I/O layer, which streams it with
@@ -232,11 +234,18 @@ class SessionDriver:
         conn = self.connection
         while self._messages and conn.state is READY:
             message = self._messages.popleft()
-            position = self._taken
-            self._taken += 1
             data = _in_memory(message.content)
             if data is not None and len(data) > INLINE_BODY:
                 data = None  # streamed with flow control, like a file
+            if data is not None and conn.chunking and conn.unfinished:
+                # A BDAT LAST leaves with its envelope, so each would be sent without waiting
+                # for any reply: as with DATA (whose content waits for its 354, behind the
+                # final reply before it), one message's outcome at most is unknown at a time,
+                # and what waits in the transport is one message, not the whole share.
+                self._messages.appendleft(message)
+                return
+            position = self._taken
+            self._taken += 1
             try:
                 if data is None:
                     self._check_lines(message.content)
