@@ -218,6 +218,26 @@ def test_a_file_waits_for_the_final_reply_before_it_so_its_failure_costs_no_othe
     assert deferred.status is Status.DEFERRED and str(deferred.reply.enhanced) == "4.3.0"
 
 
+def test_large_bytes_under_bdat_wait_for_the_final_reply_before_them() -> None:
+    # Without a 354 to wait for, their chunks would go while the message before's outcome is
+    # still unknown: two outcomes unknown at once.
+    conn = ClientConnection(ClientConfig("client.example"))
+    first = Message(Envelope.build("a@example.com", ["b@example.net"]), b"first\n")
+    large = Message(Envelope.build("a@example.com", ["c@example.net"]), LINE * (INLINE_BODY // 70))
+    driver = SessionDriver(conn, [first, large])
+    protocol = SMTPClientProtocol(conn, driver, clock=Clock(), timeouts=Timeouts(), starttls=None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"220 mx\r\n")
+    protocol.dataReceived(EHLO_BDAT)
+    protocol.dataReceived(b"250 ok\r\n250 ok\r\n")  # MAIL, RCPT of the first
+    assert transport.producer is None and b"BDAT 7 LAST" in transport.value()
+    assert transport.value().count(b"BDAT") == 1  # the second's envelope only
+    protocol.dataReceived(b"250 2.0.0 first queued\r\n")
+    assert transport.producer is not None  # now it streams
+    protocol.connectionLost(Failure(ConnectionError("closed")))
+
+
 def test_a_421_while_content_streams_stops_the_stream(tmp_path: Path) -> None:
     h = Harness(Content.from_path(big_file(tmp_path / "m.eml")))
     h.greet(EHLO_BDAT)

@@ -152,10 +152,11 @@ class SMTPClientProtocol(Protocol):
     # -- streaming content --------------------------------------------------------------------
 
     def _may_stream(self) -> bool:
-        # Content read from a file or chunks may fail midway, which costs the connection:
-        # it waits until no earlier message's final reply is due. Bytes cannot fail.
-        assert self._driver.streaming is not None
-        return self._driver.streaming[1].in_memory is not None or self._conn.earlier_settled
+        # Content starts once no earlier message's final reply is due. Content read from a
+        # file or chunks may fail midway, which costs the connection; and under BDAT, content
+        # goes without a 354, so any kind would leave a second outcome unknown (as the
+        # driver's inline messages wait too). After DATA's 354 every earlier reply has come.
+        return self._conn.earlier_settled
 
     def _start_stream(self) -> None:
         assert self._driver.streaming is not None and self.transport is not None
