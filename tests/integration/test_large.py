@@ -38,6 +38,7 @@ from mxsend.twisted import (
     Deliverer,
     DeliveryOptions,
     DNSRouter,
+    Limits,
     MessageReport,
     RecipientReport,
     Smarthost,
@@ -248,6 +249,37 @@ class ThroughPostfix(TestCase):
                 break
             await task.deferLater(reactor, 0.1)
         assert ("bdat=" if chunking else "data=1") in session, session[-1000:]
+
+    async def _several_over_bdat(self) -> None:
+        # Small messages, each BDAT LAST with its envelope: one session, every one arrives,
+        # and each waits for the final reply before it (one outcome unknown at a time).
+        new = self.postfix.inbox / "new"
+        before = set(new.iterdir()) if new.exists() else set()
+        messages = [
+            Message(
+                Envelope.build(SENDER, [f"several{i}@test.example"]),
+                f"Subject: several {i}\n\nbody {i}\n".encode(),
+            )
+            for i in range(5)
+        ]
+        reports = await deliver(self.postfix.port, messages, limits=Limits(connections=1))
+        assert [r.status for m in reports for r in m.recipients] == [Status.DELIVERED] * 5
+        for _ in range(100):  # smtpd logs the session's commands when it ends
+            session = self.postfix.log().rsplit(" connect from", 1)[-1]
+            if "disconnect from" in session:
+                break
+            await task.deferLater(reactor, 0.1)
+        assert "mail=5" in session and "bdat=5" in session, session[-1000:]
+        deadline = time.monotonic() + 40
+        arrived: set[bytes] = set()
+        while len(arrived) < 5 and time.monotonic() < deadline:
+            found = set(new.iterdir()) - before if new.exists() else set()
+            arrived = {b for p in found for b in p.read_bytes().split(b"\n") if b"body " in b}
+            await task.deferLater(reactor, 0.1)
+        assert arrived == {f"body {i}".encode() for i in range(5)}
+
+    def test_several_messages_over_bdat(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._several_over_bdat())
 
     def test_data_plain(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._identical(False, TLSPolicy.NONE))
