@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mxsend.protocol import BodyEncoder, LinePolicy, LineTooLongError, scan_body
+from mxsend.protocol._encoder import encode_whole
 
 
 def normalise(data: bytes) -> bytes:
@@ -76,6 +77,32 @@ def test_chunking_never_changes_the_output(data: bytes, cuts: list[int]) -> None
 )
 def test_known_smuggling_shapes(chunks: list[bytes], wire: bytes) -> None:
     assert encode(chunks) == wire
+    assert encode_whole(b"".join(chunks))[0] == wire  # given whole, with its transaction
+
+
+# Content given whole (with its transaction) takes encode_whole; streamed, a BodyEncoder.
+lines_and_long = st.lists(
+    st.sampled_from([b"\r", b"\n", b".", b"\r\n", b"\r\n.", b"a", b"\xff", b"x" * 500])
+    | st.binary(max_size=8),
+    max_size=40,
+).map(b"".join)
+
+
+@settings(max_examples=500)
+@given(data=lines_and_long, stuff=st.booleans(), policy=st.sampled_from(list(LinePolicy)))
+def test_content_given_whole_encodes_as_the_encoder_does(
+    data: bytes, stuff: bool, policy: LinePolicy
+) -> None:
+    encoder = BodyEncoder(dot_stuff=stuff, line_policy=policy)
+    try:
+        expected: object = (encoder.encode(data) + encoder.finish(), encoder.size)
+    except LineTooLongError:
+        expected = LineTooLongError
+    try:
+        got: object = encode_whole(data, dot_stuff=stuff, line_policy=policy)
+    except LineTooLongError:
+        got = LineTooLongError
+    assert got == expected
 
 
 def test_reports_eight_bit_and_size() -> None:

@@ -37,7 +37,7 @@ from mxsend.protocol._commands import (
     Verb,
     command_line,
 )
-from mxsend.protocol._encoder import BodyEncoder, LinePolicy
+from mxsend.protocol._encoder import BodyEncoder, LinePolicy, encode_whole
 from mxsend.protocol._errors import (
     CleartextAuthError,
     ExtensionRequiredError,
@@ -124,14 +124,23 @@ class _Transaction:
         "mail_reply",
         "outstanding",
         "rcpt_replies",
+        "size",
         "use_bdat",
     )
 
-    def __init__(self, ident: int, envelope: Envelope, use_bdat: bool, encoder: BodyEncoder):
+    def __init__(
+        self,
+        ident: int,
+        envelope: Envelope,
+        use_bdat: bool,
+        encoder: BodyEncoder | None,
+        size: int = 0,
+    ) -> None:
         self.id = ident
         self.envelope = envelope
         self.use_bdat = use_bdat
-        self.encoder = encoder
+        self.encoder = encoder  # for content streamed; None for content given up front
+        self.size = size  # of content given up front, canonical (for the trace)
         self.content: bytes | None = None  # given up front, encoded: sent on 354 by itself
         self.dropped: tuple[str, ...] = ()
         self.mail_reply: Reply | None = None
@@ -415,9 +424,13 @@ class ClientConnection:
                 rcpt += " " + " ".join(rcpt_params)
             lines.append(command_line(VERB_RCPT, rcpt))
         use_bdat = self._use_bdat
-        encoder = BodyEncoder(dot_stuff=not use_bdat, line_policy=self.config.line_policy)
-        encoded = None if content is None else encoder.encode(content) + encoder.finish()
-        txn = _Transaction(self._next_id, envelope, use_bdat, encoder)
+        policy = self.config.line_policy
+        if content is None:  # streamed: an encoder carries its state from chunk to chunk
+            encoder = BodyEncoder(dot_stuff=not use_bdat, line_policy=policy)
+            txn, encoded = _Transaction(self._next_id, envelope, use_bdat, encoder), None
+        else:
+            encoded, size = encode_whole(content, dot_stuff=not use_bdat, line_policy=policy)
+            txn = _Transaction(self._next_id, envelope, use_bdat, None, size)
         txn.dropped = dropped
         self._next_id += 1
         self._state = MAIL  # READY --begin_transaction--> MAIL, checked above
@@ -460,10 +473,10 @@ class ClientConnection:
 
     def send_body(self, data: bytes) -> None:
         """Message content for the current transaction, in chunks of any size."""
-        txn = self._body_transaction()
+        txn, encoder = self._body_transaction()
         if txn.failure is not None:
             return  # the server already refused it; the content has nowhere to go
-        encoded = txn.encoder.encode(data)
+        encoded = encoder.encode(data)
         if not encoded:
             return
         if not txn.use_bdat:
@@ -475,13 +488,13 @@ class ClientConnection:
 
     def end_body(self) -> None:
         """End the content: ``.`` CRLF after DATA, or BDAT ... LAST (RFC 3030)."""
-        txn = self._body_transaction()
+        txn, encoder = self._body_transaction()
         self._state = READY  # MAIL --end_body--> READY: _body_transaction checked it
         self._current = None
         if txn.failure is not None:
             self._settle(txn)
             return
-        tail = txn.encoder.finish()
+        tail = encoder.finish()
         txn.body_sent = True
         if txn.use_bdat:
             self._bdat(txn, txn.bdat_held + tail, last=True)
@@ -491,7 +504,7 @@ class ClientConnection:
             txn.outstanding += 1
             self._expected.append(_Expect(VERB_DOT, txn))
             if self._trace is not None:
-                self._trace("C", f"<{txn.encoder.size} octets of message content>")
+                self._trace("C", f"<{encoder.size} octets of message content>")
                 self._trace("C", ".")
 
     def reset(self) -> None:
@@ -521,11 +534,12 @@ class ClientConnection:
         if self._expected or self._held:
             raise LocalProtocolError(f"cannot send {what} while replies are outstanding")
 
-    def _body_transaction(self) -> _Transaction:
+    def _body_transaction(self) -> tuple[_Transaction, BodyEncoder]:
         txn = self._current
         if self._state is not State.MAIL or txn is None or not txn.body_requested:
             raise LocalProtocolError("no transaction is waiting for its content")
-        return txn
+        assert txn.encoder is not None  # content is asked for only when not given up front
+        return txn, txn.encoder
 
     def _mail_parameters(self, envelope: Envelope) -> tuple[tuple[str, ...], tuple[str, ...]]:
         caps, options = self._capabilities, envelope.options
@@ -794,7 +808,7 @@ class ClientConnection:
                 txn.outstanding += 1
                 self._expected.append(_Expect(VERB_DOT, txn))
                 if self._trace is not None:
-                    self._trace("C", f"<{txn.encoder.size} octets of message content>")
+                    self._trace("C", f"<{txn.size} octets of message content>")
                     self._trace("C", ".")
                 self._body_out(txn)
                 return

@@ -22,6 +22,7 @@ __all__ = [
     "BodyEncoder",
     "BodyInfo",
     "LinePolicy",
+    "encode_whole",
     "has_long_line",
     "measure",
     "scan_body",
@@ -153,6 +154,31 @@ class BodyEncoder:
         last_newline = text.rfind(b"\n")
         self._line_length = len(text) - last_newline - 1 + (carried if last_newline < 0 else 0)
         return text
+
+
+def encode_whole(
+    data: bytes, *, dot_stuff: bool = True, line_policy: LinePolicy = LinePolicy.REJECT
+) -> tuple[bytes, int]:
+    """The wire bytes for content given whole, as a new :class:`BodyEncoder`'s ``encode(data)``
+    and ``finish()`` give them, and the canonical size: once per message, with no encoder
+    and no state carried between chunks."""
+    if data.find(b"\r") < 0:  # find(), not "in": see BodyEncoder.encode()
+        text = data.replace(b"\n", b"\r\n")
+    elif _canonical(data):
+        text = data
+    else:
+        text = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    if len(text) > MAX_LINE_OCTETS and _long_line_in(text, 0):
+        encoder = BodyEncoder(dot_stuff=dot_stuff, line_policy=line_policy)  # raises, or folds
+        return encoder.encode(data) + encoder.finish(), encoder.size
+    if text and text[-1:] != b"\n":
+        text += b"\r\n"
+    size = len(text)
+    if not dot_stuff:
+        return text, size
+    if text[:1] == b".":
+        text = b"." + text
+    return _stuff(text) + b".\r\n", size
 
 
 def _canonical(text: bytes) -> bool:
