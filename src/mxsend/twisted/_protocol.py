@@ -316,12 +316,17 @@ def write_now(transport: ITransport, data: bytes) -> None:
         and getattr(tcp_client, "_writeDisconnecting", None) is False
         and getattr(tcp_client, "_writeDisconnected", None) is False
     ):
-        sent = tcp_client.writeSomeData(data)
-        if isinstance(sent, int) and sent == len(data):
+        # What writeSomeData does, less its frames: send(2) retries EINTR itself (PEP 475).
+        limit = tcp_client.SEND_LIMIT
+        try:
+            sent = tcp_client.socket.send(data if len(data) <= limit else memoryview(data)[:limit])
+        except OSError:
+            # Full (EWOULDBLOCK, ENOBUFS) or lost: Twisted's own write buffers it, or finds
+            # the connection lost and closes it.
+            sent = 0
+        if sent == len(data):
             return
-        if isinstance(sent, int):
-            data = data[sent:]
-        # Else the connection is lost: Twisted's own write finds it so and closes it.
+        data = data[sent:]
     transport.write(data)
 
 
