@@ -64,7 +64,7 @@ from mxsend.protocol._events import (
     TransactionCompleted,
     TransactionResult,
 )
-from mxsend.protocol._options import Body, Envelope, xtext
+from mxsend.protocol._options import NO_RCPT_OPTIONS, Body, Envelope, xtext
 from mxsend.protocol._reply import Reply, ReplyParser
 from mxsend.protocol._state import CLOSED, ERROR, MAIL, READY, TLS, Input, State, transition
 
@@ -420,7 +420,11 @@ class ClientConnection:
         dsn = self._offers_dsn
         for recipient in envelope.recipients:
             rcpt = f"RCPT TO:<{recipient.address}>"
-            if dsn and (rcpt_params := recipient.options.parameters()):
+            if (
+                dsn
+                and recipient.options is not NO_RCPT_OPTIONS  # a plain one has no parameters
+                and (rcpt_params := recipient.options.parameters())
+            ):
                 rcpt += " " + " ".join(rcpt_params)
             lines.append(command_line(VERB_RCPT, rcpt))
         use_bdat = self._use_bdat

@@ -156,14 +156,14 @@ class RcptOptions:
         return tuple(params)
 
 
-_NO_RCPT_OPTIONS = RcptOptions()  # immutable, so every plain recipient shares it
+NO_RCPT_OPTIONS = RcptOptions()  # immutable, so every plain recipient shares it
 
 
 @fast_init
 @dataclass(frozen=True, slots=True)
 class Recipient:
     address: Address
-    options: RcptOptions = _NO_RCPT_OPTIONS
+    options: RcptOptions = NO_RCPT_OPTIONS
 
 
 @fast_init
@@ -185,7 +185,7 @@ class Envelope:
         dsn = self.options.wants_dsn
         for r in self.recipients:
             utf8 = utf8 or not r.address.local_part.isascii()
-            dsn = dsn or (r.options is not _NO_RCPT_OPTIONS and r.options.wants_dsn)
+            dsn = dsn or (r.options is not NO_RCPT_OPTIONS and r.options.wants_dsn)
         _set_utf8(self, utf8)
         _set_dsn(self, dsn)
 
@@ -198,9 +198,9 @@ class Envelope:
         rcpt_options: RcptOptions | None = None,
     ) -> Envelope:
         """Validate addresses given as text; ``sender`` of None or ``""`` is the null path."""
-        each = rcpt_options or _NO_RCPT_OPTIONS
+        each = rcpt_options or NO_RCPT_OPTIONS
         parse = Address.parse
-        if each is _NO_RCPT_OPTIONS:
+        if each is NO_RCPT_OPTIONS:
             made = tuple([_plain_recipient(r) for r in recipients])
         else:
             made = tuple([Recipient(parse(r), each) for r in recipients])
