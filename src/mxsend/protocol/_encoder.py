@@ -172,7 +172,7 @@ def encode_whole(
         encoder = BodyEncoder(dot_stuff=dot_stuff, line_policy=line_policy)  # raises, or folds
         return encoder.encode(data) + encoder.finish(), encoder.size
     if text and text[-1:] != b"\n":
-        text += b"\r\n"
+        text = text + b"\r\n"  # a new object: text may still be the caller's data
     size = len(text)
     if not dot_stuff:
         return text, size
