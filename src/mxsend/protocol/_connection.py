@@ -234,15 +234,11 @@ class ClientConnection:
         return self._use_bdat
 
     @property
-    def unfinished(self) -> int:
-        """Transactions begun whose outcome is not yet known."""
-        return len(self._transactions)
-
-    @property
     def earlier_settled(self) -> bool:
         """No reply is due for a transaction before the current one. Content that may have
         to be abandoned midway (a file) waits for this, so that cutting the connection for
-        it cannot leave an earlier message's outcome unknown."""
+        it cannot leave an earlier message's outcome unknown; under BDAT, which has no 354
+        to wait for, all content does, so one outcome at most is unknown at a time."""
         current = self._current
         return all(e.transaction is None or e.transaction is current for e in self._expected)
 

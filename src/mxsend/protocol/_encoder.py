@@ -91,14 +91,7 @@ class BodyEncoder:
             self._cr_pending = True
         if not chunk:
             return b""
-        # find(), not "in": bytes.__contains__ first tries its argument as an int, and the
-        # TypeError it raises and clears costs more than the search (CPython 3.11).
-        if chunk.find(b"\r") < 0:
-            out = chunk.replace(b"\n", b"\r\n")
-        elif _canonical(chunk):
-            out = chunk
-        else:
-            out = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+        out = _crlf(chunk)
         if not self.eight_bit and not out.isascii():
             self.eight_bit = True
         out = self._check_lines(out)
@@ -162,12 +155,7 @@ def encode_whole(
     """The wire bytes for content given whole, as a new :class:`BodyEncoder`'s ``encode(data)``
     and ``finish()`` give them, and the canonical size: once per message, with no encoder
     and no state carried between chunks."""
-    if data.find(b"\r") < 0:  # find(), not "in": see BodyEncoder.encode()
-        text = data.replace(b"\n", b"\r\n")
-    elif _canonical(data):
-        text = data
-    else:
-        text = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    text = _crlf(data)
     if len(text) > MAX_LINE_OCTETS and _long_line_in(text, 0):
         encoder = BodyEncoder(dot_stuff=dot_stuff, line_policy=line_policy)  # raises, or folds
         return encoder.encode(data) + encoder.finish(), encoder.size
@@ -181,12 +169,23 @@ def encode_whole(
     return _stuff(text) + b".\r\n", size
 
 
+def _crlf(text: bytes) -> bytes:
+    """``text`` with every CRLF, bare LF and bare CR made CRLF (RFC 5321 2.3.8)."""
+    # find(), not "in": bytes.__contains__ first tries its argument as an int, and the
+    # TypeError it raises and clears costs more than the search (CPython 3.11).
+    if text.find(b"\r") < 0:
+        return text.replace(b"\n", b"\r\n")
+    if _canonical(text):
+        return text
+    return text.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
 def _canonical(text: bytes) -> bool:
     """Whether every CR in ``text`` is followed by LF and every LF preceded by CR: with the
     CRLF pairs taken out, none of either is left. One split, one join and two memchr scans
     cost less than counting CR, LF and CRLF (three full passes)."""
     rest = b"".join(text.split(b"\r\n"))
-    return rest.find(b"\r") < 0 and rest.find(b"\n") < 0  # not "in": see encode()
+    return rest.find(b"\r") < 0 and rest.find(b"\n") < 0  # not "in": see _crlf()
 
 
 # Past this many dot lines in one chunk, one C-level split and join is cheaper than a loop.

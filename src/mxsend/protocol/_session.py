@@ -237,7 +237,7 @@ class SessionDriver:
             data = _in_memory(message.content)
             if data is not None and len(data) > INLINE_BODY:
                 data = None  # streamed with flow control, like a file
-            if data is not None and conn.chunking and conn.unfinished:
+            if data is not None and conn.chunking and not conn.earlier_settled:
                 # A BDAT LAST leaves with its envelope, so each would be sent without waiting
                 # for any reply: as with DATA (whose content waits for its 354, behind the
                 # final reply before it), one message's outcome at most is unknown at a time,
